@@ -1,0 +1,28 @@
+/**
+ * What an I/O context needs to build the I/O half of a node: produced by the
+ * driver's GS `open`, sent across the thread boundary, and enough to build
+ * the I/O half again when the node moves to another I/O context.
+ */
+export interface ChildLink {
+  /** The child's role as seen by the parent: 'file', 'backing', … */
+  role: string;
+  node: string;
+}
+
+export interface IoNodeDescriptor {
+  nodeName: string;
+  driver: string;
+  /** Driver-specific state from `open` (structured-clone data: fds, offsets, parsed headers). */
+  state: unknown;
+  children: ChildLink[];
+  length: number;
+  readOnly: boolean;
+  /** Minimum alignment of requests the driver accepts; the generic layer does read-modify-write below it. */
+  requestAlignment: number;
+  /** Largest request the driver takes in one call; 0 for no limit. */
+  maxTransfer: number;
+  /** `detect-zeroes` of the node: 'off' | 'on' | 'unmap'. */
+  detectZeroes: 'off' | 'on' | 'unmap';
+  /** `discard` of the node: whether discard requests are passed down. */
+  discard: 'ignore' | 'unmap';
+}

@@ -1,0 +1,52 @@
+/**
+ * The GS callback table of a block driver: open, close, child permissions,
+ * and what queries show. Runs on the main loop only. A driver is
+ * `{ descriptor, gs, io }`: this half never loads in a worker.
+ */
+import type { BlockDriverDescriptor } from '../common/driver-descriptor';
+import type { NodeRequest, NodeRequestResult } from '../common/io-context-protocol';
+import type { BlockNode } from './block-node';
+
+/** What `open` may use: its children (already open), and I/O on them. */
+export interface OpenContext {
+  readonly nodeName: string;
+  readonly readOnly: boolean;
+  readonly cacheDirect: boolean;
+  /** Opens (or looks up, for a reference) the child given by option `option`, attached in role `role`. */
+  openChild(option: string, role: string, required: boolean): Promise<BlockNode | undefined>;
+  /** I/O on an already-open child, through its I/O context. */
+  childRequest(child: BlockNode, request: NodeRequest): Promise<NodeRequestResult>;
+}
+
+export interface OpenResult<S = unknown> {
+  /** Driver state sent to the I/O half (structured-clone data). */
+  state: S;
+  length: number;
+  requestAlignment?: number;
+  maxTransfer?: number;
+  /** Set when the image can only be opened read-only (e.g. a read-only file with auto-read-only). */
+  readOnly?: boolean;
+}
+
+export interface ChildPerms {
+  perm: number;
+  shared: number;
+}
+
+export interface GsDriver<S = any> {
+  readonly descriptor: BlockDriverDescriptor;
+  /** Options that identify the node's content for `json:` filenames (QEMU's strong runtime options). */
+  readonly strongOptions: readonly string[];
+
+  open(ctx: OpenContext, options: Record<string, unknown>): Promise<OpenResult<S>>;
+  /** Releases what `open` took (fds, locks) after the I/O half is gone. */
+  close?(node: BlockNode): Promise<void> | void;
+  /** Permissions to take on a child, given what the node's parents take on it. */
+  childPerms(node: BlockNode, role: string, perm: number, shared: number): ChildPerms;
+  /** Called when the node's cumulative permissions change (the file driver updates image locks). */
+  setPerms?(node: BlockNode, perm: number, shared: number): void;
+  /** The file name a query shows, when the node has one of its own (a path, an URI). */
+  plainFilename?(node: BlockNode): string | undefined;
+  /** Allocated bytes on the host for `actual-size`, when meaningful. */
+  allocatedSize?(node: BlockNode): number | undefined;
+}

@@ -1,0 +1,136 @@
+/**
+ * The block graph: node names and edges, and the permission rules that
+ * every edge change must satisfy. Edge changes assert a drained section.
+ */
+import { assertMainLoop } from '../../common/thread-context';
+import { QmpError } from '../../qmp/errors';
+import { PERM, permDescription } from '../common/permissions';
+import * as proto from '../common/io-context-protocol';
+import type { BdrvChild, BlockNode, GraphParent } from './block-node';
+import { assertGraphWritable } from './drain';
+
+const nodesByName = new Map<string, BlockNode>();
+let autoNameCounter = 0;
+
+export function allNodes(): BlockNode[] {
+  assertMainLoop();
+  return [...nodesByName.values()];
+}
+
+export function findNode(name: string): BlockNode | undefined {
+  assertMainLoop();
+  return nodesByName.get(name);
+}
+
+/** QEMU's lookup error for commands that take a node-name. */
+export function requireNode(name: string): BlockNode {
+  assertMainLoop();
+  const node = nodesByName.get(name);
+  if (!node) throw QmpError.generic(`Cannot find device='' nor node-name='${name}'`);
+  return node;
+}
+
+export function nodeNameTaken(name: string): boolean {
+  assertMainLoop();
+  return nodesByName.has(name);
+}
+
+export function autoNodeName(): string {
+  assertMainLoop();
+  // QEMU's generated ids: a counter, then two random digits, so users cannot guess and squat them.
+  let name: string;
+  do name = `#block${autoNameCounter++}${String(Math.floor(Math.random() * 100)).padStart(2, '0')}`;
+  while (nodesByName.has(name));
+  return name;
+}
+
+export function registerNode(node: BlockNode): void {
+  assertMainLoop();
+  if (nodesByName.has(node.name)) throw QmpError.generic(`Duplicate nodes with node-name='${node.name}'`);
+  nodesByName.set(node.name, node);
+}
+
+export function unregisterNode(node: BlockNode): void {
+  assertMainLoop();
+  if (node.parents.length > 0 || node.children.length > 0) throw new Error(`node ${node.name} still has edges`);
+  nodesByName.delete(node.name);
+}
+
+function describeParent(p: GraphParent): string {
+  return p.kind === 'node' ? p.name : p.name || `a ${p.graphType}`;
+}
+
+/** Checks that `perm`/`shared` wanted by a new or changed edge fit the other users of `child`. */
+function checkPermConflicts(child: BlockNode, edge: BdrvChild | undefined, parent: GraphParent, role: string, perm: number, shared: number): void {
+  if (perm & (PERM.WRITE | PERM.RESIZE) && child.readOnly) {
+    throw QmpError.generic(`Block node is read-only`);
+  }
+  for (const other of child.parents) {
+    if (other === edge) continue;
+    const deniedByOther = perm & ~other.shared;
+    if (deniedByOther) {
+      throw QmpError.generic(
+        `Conflicts with use by ${describeParent(other.parent)} as '${other.role}', which does not allow '${permDescription(deniedByOther)}' on ${child.name}`,
+      );
+    }
+    const deniedByNew = other.perm & ~shared;
+    if (deniedByNew) {
+      throw QmpError.generic(
+        `Conflicts with use by ${describeParent(parent)} as '${role}', which does not allow '${permDescription(deniedByNew)}' on ${child.name}`,
+      );
+    }
+  }
+}
+
+/** Recomputes the permissions `node` takes on its children after its own changed, down the graph. */
+export function refreshPerms(node: BlockNode): void {
+  assertMainLoop();
+  const { perm, shared } = node.cumulativePerms();
+  node.driver.setPerms?.(node, perm, shared);
+  for (const edge of node.children) {
+    const want = node.driver.childPerms(node, edge.role, perm, shared);
+    if (want.perm === edge.perm && want.shared === edge.shared) continue;
+    checkPermConflicts(edge.child, edge, node, edge.role, want.perm, want.shared);
+    edge.perm = want.perm;
+    edge.shared = want.shared;
+    refreshPerms(edge.child);
+  }
+}
+
+/** Adds the edge parent → child; the caller drains `child` (and `parent`, when it is a node). */
+export function attachChild(parent: GraphParent, child: BlockNode, role: string, perms?: { perm: number; shared: number }): BdrvChild {
+  assertGraphWritable(child, ...(parent.kind === 'node' ? [parent] : []));
+  let want = perms;
+  if (!want) {
+    if (parent.kind !== 'node') throw new Error('a backend parent states its permissions');
+    const cum = parent.cumulativePerms();
+    want = parent.driver.childPerms(parent, role, cum.perm, cum.shared);
+  }
+  checkPermConflicts(child, undefined, parent, role, want.perm, want.shared);
+  const edge: BdrvChild = { role, parent, child, perm: want.perm, shared: want.shared };
+  child.parents.push(edge);
+  if (parent.kind === 'node') parent.children.push(edge);
+  refreshPerms(child);
+  return edge;
+}
+
+export function detachChild(edge: BdrvChild): void {
+  assertGraphWritable(edge.child, ...(edge.parent.kind === 'node' ? [edge.parent] : []));
+  const i = edge.child.parents.indexOf(edge);
+  if (i >= 0) edge.child.parents.splice(i, 1);
+  if (edge.parent.kind === 'node') {
+    const j = edge.parent.children.indexOf(edge);
+    if (j >= 0) edge.parent.children.splice(j, 1);
+  }
+  refreshPerms(edge.child);
+}
+
+/** Sends the node's children to its I/O context, so its view matches the GS graph. */
+export async function syncChildren(node: BlockNode): Promise<void> {
+  assertGraphWritable(node);
+  await node.ctx.channel.request(proto.setChildren, {
+    nodeName: node.name,
+    children: node.children.map((c) => ({ role: c.role, node: c.child.name })),
+  });
+}
+

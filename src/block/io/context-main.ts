@@ -1,0 +1,79 @@
+/**
+ * Entry point of an I/O context (a worker thread). It serves the messages of
+ * `block/common/io-context-protocol.ts` and hosts the services that run in
+ * I/O contexts (export data paths, job copy loops), registered in
+ * `context-services.ts`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Channel, Transfer } from '../../common/channel';
+import { assertIoContext } from '../../common/thread-context';
+import { log } from '../../common/log';
+import * as proto from '../common/io-context-protocol';
+import { contextServices, type IoContextRuntime } from './context-services';
+import { drainBegin, drainEnd } from './drain';
+import { IoGraph } from './io-graph';
+import { blockStatusNode, discardNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from './request';
+
+async function serveNodeRequest(graph: IoGraph, { nodeName, request: r }: { nodeName: string; request: proto.NodeRequest }): Promise<proto.NodeRequestResult | Transfer<proto.NodeRequestResult>> {
+  const node = graph.get(nodeName);
+  switch (r.op) {
+    case 'read': {
+      const buf = Buffer.allocUnsafeSlow(r.bytes);
+      await readNode(node, r.offset, buf);
+      return new Transfer({ data: buf }, [buf.buffer as ArrayBuffer]);
+    }
+    case 'write':
+      await writeNode(node, r.offset, Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength), r.flags);
+      return {};
+    case 'write-zeroes':
+      await writeZeroesNode(node, r.offset, r.bytes, r.flags);
+      return {};
+    case 'discard':
+      await discardNode(node, r.offset, r.bytes);
+      return {};
+    case 'flush':
+      await flushNode(node);
+      return {};
+    case 'block-status':
+      return { status: await blockStatusNode(node, r.offset, r.bytes) };
+    case 'truncate':
+      return { length: await truncateNode(node, r.length, r.exact, r.preallocation) };
+  }
+}
+
+async function shutdown(graph: IoGraph): Promise<void> {
+  // Parents first, so a format flushes its metadata before its file child goes.
+  const order = [...graph.nodes.values()].filter((n) => n.parents.size === 0);
+  while (order.length > 0) {
+    const node = order.shift()!;
+    const children = [...node.children.values()];
+    await graph.detach(node.name).catch((err: Error) => log.error({ node: node.name, err: err.message }, 'flush at shutdown failed'));
+    for (const c of children) if (c.parents.size === 0 && graph.nodes.has(c.name)) order.push(c);
+  }
+}
+
+function main(): void {
+  assertIoContext();
+  const port = parentPort;
+  if (!port) throw new Error('an I/O context runs in a worker thread');
+  const channel = new Channel(port);
+  const graph = new IoGraph();
+  const runtime: IoContextRuntime = { name: String((workerData as { name?: string } | null)?.name ?? 'default'), graph, channel };
+
+  channel.onRequest(proto.attachNode, (desc) => graph.attach(desc));
+  channel.onRequest(proto.detachNode, ({ nodeName }) => graph.detach(nodeName));
+  channel.onRequest(proto.setChildren, ({ nodeName, children }) => graph.setChildren(nodeName, children));
+  channel.onRequest(proto.updateNode, ({ nodeName, length, readOnly }) => {
+    const node = graph.get(nodeName);
+    if (length !== undefined) node.length = length;
+    if (readOnly !== undefined) node.readOnly = readOnly;
+  });
+  channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
+  channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
+  channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));
+  channel.onRequest(proto.shutdownContext, () => shutdown(graph));
+
+  for (const install of contextServices) install(runtime);
+}
+
+main();

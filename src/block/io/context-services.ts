@@ -1,0 +1,17 @@
+/**
+ * Services that live in I/O contexts beside the block graph: the data path
+ * of exports, the run half of jobs. Each installs its message handlers on
+ * the context's channel when the context starts.
+ */
+import type { Channel } from '../../common/channel';
+import type { IoGraph } from './io-graph';
+
+export interface IoContextRuntime {
+  readonly name: string;
+  readonly graph: IoGraph;
+  readonly channel: Channel;
+}
+
+export type ContextService = (runtime: IoContextRuntime) => void;
+
+export const contextServices: ContextService[] = [];

@@ -1,0 +1,188 @@
+/**
+ * The daemon: applies the command line in order (nodes, character devices,
+ * monitors, objects), serves monitors until quit or a signal, then flushes
+ * and closes every node and leaves no socket or pidfile behind.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { log, setLogLevel } from './common/log';
+import { assertMainLoop } from './common/thread-context';
+import type { CommandLineAction } from './cli/command-line';
+import { keyvalTyping } from './cli/keyval-typing';
+import { blockdevAdd, closeAllNodes } from './block/global-state/blockdev';
+import { getDefaultContext, stopAllContexts } from './block/global-state/io-contexts';
+import { objectAdd, objectTypesHelp } from './objects/objects';
+import type { Chardev } from './qmp/chardev/chardev';
+import { SocketChardev } from './qmp/chardev/socket-chardev';
+import { StdioChardev } from './qmp/chardev/stdio-chardev';
+import { blockCommands } from './qmp/commands/block';
+import { controlCommands } from './qmp/commands/control';
+import { objectCommands } from './qmp/commands/objects';
+import { Dispatcher } from './qmp/dispatcher';
+import { runExclusive } from './qmp/gs-queue';
+import { MonitorSession } from './qmp/monitor';
+import { loadSchema, SCHEMA_DIR, type Schema } from './qmp/schema/schema';
+import { ArgumentValidator } from './qmp/schema/validator';
+import { Visitor } from './qmp/schema/visitor';
+import { versionInfo } from './version';
+
+/** An error that ends start-up: printed as one line, exit status 1. */
+export class StartupError extends Error {}
+
+export class Daemon {
+  readonly schema: Schema;
+  private readonly dispatcher: Dispatcher;
+  private readonly chardevs = new Map<string, Chardev>();
+  private pidfile: string | undefined;
+  private quitting = false;
+
+  constructor() {
+    assertMainLoop();
+    this.schema = loadSchema(SCHEMA_DIR);
+    const validator = new ArgumentValidator(this.schema);
+    this.dispatcher = new Dispatcher(this.schema, validator, [
+      ...controlCommands(this.schema, () => void this.quit()),
+      ...blockCommands(),
+      ...objectCommands(),
+    ]);
+    // The default I/O context starts now, in parallel with the rest of start-up.
+    getDefaultContext();
+  }
+
+  /** Types an option value: JSON as QMP would, key=value strings as QEMU's keyval visitor would. */
+  private typed(action: Extract<CommandLineAction, { value: unknown }>, type: string): Record<string, unknown> {
+    const visitor = action.option !== 'trace' && action.json ? new Visitor(this.schema) : new Visitor(this.schema, keyvalTyping);
+    return visitor.visit(action.value, type, '') as Record<string, unknown>;
+  }
+
+  async apply(actions: CommandLineAction[]): Promise<void> {
+    assertMainLoop();
+    for (const action of actions) {
+      try {
+        await this.applyOne(action);
+      } catch (err) {
+        const where = 'location' in action ? `${action.location}: ` : '';
+        throw new StartupError(`qbd: ${where}${(err as Error).message}`);
+      }
+    }
+  }
+
+  private async applyOne(action: CommandLineAction): Promise<void> {
+    switch (action.option) {
+      case 'blockdev':
+        await blockdevAdd(this.typed(action, 'BlockdevOptions'));
+        return;
+      case 'object':
+        if (action.help) {
+          process.stdout.write(objectTypesHelp());
+          process.exit(0);
+        }
+        objectAdd(this.typed(action, 'ObjectOptions'));
+        return;
+      case 'chardev':
+        await this.addChardev(action.value as Record<string, unknown>);
+        return;
+      case 'monitor':
+        this.addMonitor(action.value as Record<string, unknown>);
+        return;
+      case 'nbd-server':
+      case 'export':
+        throw new Error(`--${action.option} is not supported by this version of qbd`);
+      case 'pidfile':
+        this.pidfile = path.resolve(action.path);
+        return;
+      case 'daemonize':
+        return;
+      case 'trace':
+        setLogLevel('debug');
+        return;
+    }
+  }
+
+  private async addChardev(opts: Record<string, unknown>): Promise<void> {
+    // The command line leaves QemuOpts values as text, already checked: 'on'/'off' for booleans.
+    const flag = (key: string, dflt: boolean): boolean => {
+      const v = opts[key];
+      return v === undefined ? dflt : typeof v === 'boolean' ? v : keyvalTyping.bool(String(v), key);
+    };
+    const id = opts.id as string | undefined;
+    if (!id) throw new Error(`chardev: no id specified`);
+    if (this.chardevs.has(id)) throw new Error(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    let chardev: Chardev;
+    if (opts.backend === 'stdio') {
+      chardev = new StdioChardev(id);
+    } else if (opts.backend === 'socket') {
+      if (opts.path === undefined && opts.host === undefined && opts.port === undefined) {
+        throw new Error(`chardev: socket: no host given`);
+      }
+      if (!flag('server', false)) throw new Error(`chardev '${id}': only server sockets (server=on) are supported`);
+      chardev = new SocketChardev({
+        id,
+        path: opts.path as string | undefined,
+        host: opts.host as string | undefined,
+        port: opts.port as string | undefined,
+        server: true,
+        wait: flag('wait', true),
+        websocket: flag('websocket', false),
+      });
+    } else {
+      throw new Error(`'${String(opts.backend)}' is not a valid char driver name`);
+    }
+    this.chardevs.set(id, chardev);
+    await chardev.open();
+  }
+
+  private addMonitor(opts: Record<string, unknown>): void {
+    const chardevId = opts.chardev as string | undefined;
+    if (!chardevId) throw new Error(`Parameter 'chardev' is missing`);
+    const chardev = this.chardevs.get(chardevId);
+    if (!chardev) throw new Error(`chardev "${chardevId}" not found`);
+    if (opts.mode !== undefined && opts.mode !== 'control') throw new Error(`Only QMP is supported`);
+    const pretty = opts.pretty !== undefined && (opts.pretty === true || keyvalTyping.bool(String(opts.pretty), 'pretty'));
+    chardev.attach((transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: ['oob'] }) }));
+  }
+
+  /** With no command line at all: a monitor on a private UNIX socket, so `qbd` alone is useful. */
+  async addDefaultMonitor(): Promise<string> {
+    const dir = defaultRuntimeDir();
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(dir, 0o700);
+    const sock = path.join(dir, 'qmp.sock');
+    await this.addChardev({ backend: 'socket', id: 'qmp0', path: sock, server: true, wait: false });
+    fs.chmodSync(sock, 0o600);
+    this.addMonitor({ chardev: 'qmp0' });
+    return sock;
+  }
+
+  /** Written once every socket listens; holds our pid and a trailing newline, as QEMU's does. */
+  writePidfile(): void {
+    if (!this.pidfile) return;
+    fs.writeFileSync(this.pidfile, `${process.pid}\n`);
+  }
+
+  /** quit, SIGTERM, SIGINT, SIGHUP: flush and close every node, then exit 0. */
+  async quit(): Promise<void> {
+    assertMainLoop();
+    if (this.quitting) return;
+    this.quitting = true;
+    await runExclusive(async () => {
+      try {
+        await closeAllNodes();
+        await stopAllContexts();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'error while closing nodes at exit');
+      }
+      await Promise.all([...this.chardevs.values()].map((c) => c.close().catch(() => undefined)));
+      if (this.pidfile) fs.rmSync(this.pidfile, { force: true });
+    });
+    process.exit(0);
+  }
+}
+
+export function defaultRuntimeDir(): string {
+  if (process.env.QBD_RUNTIME_DIR) return process.env.QBD_RUNTIME_DIR;
+  if (process.getuid?.() === 0) return '/run/qbd';
+  if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'qbd');
+  return path.join(os.tmpdir(), `qbd-${process.getuid?.() ?? 'user'}`);
+}

@@ -1,0 +1,34 @@
+/**
+ * QMP errors: the error classes QEMU's monitor uses (QapiErrorClass), and
+ * the messages that every command shares. Handlers throw `QmpError`; the
+ * dispatcher turns it into `{"error": {"class", "desc"}}`.
+ */
+export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound' | 'KVMMissingCap';
+
+export class QmpError extends Error {
+  constructor(
+    readonly errorClass: QmpErrorClass,
+    readonly desc: string,
+  ) {
+    super(desc);
+  }
+
+  static generic(desc: string): QmpError {
+    return new QmpError('GenericError', desc);
+  }
+
+  static commandNotFound(name: string): QmpError {
+    return new QmpError('CommandNotFound', `The command ${name} has not been found`);
+  }
+
+  static deviceNotFound(desc: string): QmpError {
+    return new QmpError('DeviceNotFound', desc);
+  }
+}
+
+/** Turns any thrown value into a QMP error; unexpected exceptions become GenericError with their message. */
+export function toQmpError(err: unknown): QmpError {
+  if (err instanceof QmpError) return err;
+  if (err instanceof Error) return QmpError.generic(err.message);
+  return QmpError.generic(String(err));
+}

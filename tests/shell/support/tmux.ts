@@ -1,0 +1,79 @@
+/**
+ * Drives the interactive shell in a real terminal: a detached tmux session
+ * (on a private tmux server, so a user's own sessions are never touched),
+ * keys sent with send-keys, the screen read with capture-pane.
+ */
+
+import { spawnSync } from 'node:child_process';
+import { eventually } from './tools';
+
+let sessionCounter = 0;
+
+export class TerminalSession {
+  private constructor(private readonly server: string) {}
+
+  /** Starts `command` (argv) in a 200x50 terminal. */
+  static start(argv: string[], env: NodeJS.ProcessEnv = {}): TerminalSession {
+    const server = `qbd-shell-test-${process.pid}-${++sessionCounter}`;
+    const session = new TerminalSession(server);
+    const command = argv.map(shellQuote).join(' ');
+    session.tmux(['new-session', '-d', '-x', '200', '-y', '50', '-s', 'main', command], { ...process.env, ...env });
+    return session;
+  }
+
+  /** Presses keys by tmux name (Enter, Tab, Up, C-c, C-d…). */
+  press(...keys: string[]): void {
+    this.tmux(['send-keys', '-t', 'main', ...keys]);
+  }
+
+  /** Types text literally. */
+  type(text: string): void {
+    this.tmux(['send-keys', '-t', 'main', '-l', text]);
+  }
+
+  /** The visible screen, trailing blank lines removed. */
+  screen(): string {
+    const result = spawnSync('tmux', ['-L', this.server, 'capture-pane', '-p', '-t', 'main'], { encoding: 'utf8' });
+    return (result.stdout ?? '').replace(/\s+$/, '');
+  }
+
+  /** The last non-empty line of the screen (where the prompt is). */
+  lastLine(): string {
+    const lines = this.screen().split('\n');
+    return lines[lines.length - 1] ?? '';
+  }
+
+  /** Waits until the screen matches, and returns it. */
+  waitFor(pattern: RegExp | ((screen: string) => boolean), timeoutMs = 5000): Promise<string> {
+    const test = typeof pattern === 'function' ? pattern : (screen: string) => pattern.test(screen);
+    let last = '';
+    return eventually(
+      () => {
+        last = this.screen();
+        return test(last) ? last : undefined;
+      },
+      timeoutMs,
+      `the terminal to show ${String(pattern)}`,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; screen was:\n${last}`);
+    });
+  }
+
+  /** Whether the program in the terminal is still running. */
+  alive(): boolean {
+    return spawnSync('tmux', ['-L', this.server, 'has-session', '-t', 'main'], { stdio: 'ignore' }).status === 0;
+  }
+
+  kill(): void {
+    spawnSync('tmux', ['-L', this.server, 'kill-server'], { stdio: 'ignore' });
+  }
+
+  private tmux(args: string[], env?: NodeJS.ProcessEnv): void {
+    const result = spawnSync('tmux', ['-L', this.server, ...args], { encoding: 'utf8', env });
+    if (result.status !== 0) throw new Error(`tmux ${args[0]} failed: ${result.stderr}`);
+  }
+}
+
+function shellQuote(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
