@@ -11,7 +11,7 @@ import { assertMainLoop } from './common/thread-context';
 import type { CommandLineAction } from './cli/command-line';
 import { keyvalTyping } from './cli/keyval-typing';
 import { blockdevAdd, closeAllNodes } from './block/global-state/blockdev';
-import { getDefaultContext, stopAllContexts } from './block/global-state/io-contexts';
+import { stopAllContexts } from './block/global-state/io-contexts';
 import { objectAdd, objectTypesHelp } from './objects/objects';
 import type { Chardev } from './qmp/chardev/chardev';
 import { SocketChardev } from './qmp/chardev/socket-chardev';
@@ -46,8 +46,6 @@ export class Daemon {
       ...blockCommands(),
       ...objectCommands(),
     ]);
-    // The default I/O context starts now, in parallel with the rest of start-up.
-    getDefaultContext();
   }
 
   /** Types an option value: JSON as QMP would, key=value strings as QEMU's keyval visitor would. */

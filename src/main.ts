@@ -73,13 +73,13 @@ async function start(parsed: ParsedCommandLine, isChild: boolean): Promise<void>
       if ('warnings' in action) for (const w of action.warnings ?? []) process.stderr.write(w + '\n');
     }
     const daemon = new Daemon();
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void daemon.quit());
     await daemon.apply(parsed.actions);
     if (parsed.actions.length === 0) {
       const sock = await daemon.addDefaultMonitor();
       process.stderr.write(`qbd: QMP monitor listening on ${sock}\n`);
     }
     daemon.writePidfile();
-    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void daemon.quit());
     report({ ready: true });
   } catch (err) {
     const message = err instanceof StartupError ? err.message : `qbd: ${(err as Error).message}`;

@@ -11,11 +11,18 @@
  *   lexer    — a byte-driven state machine producing tokens; a lexical error
  *              produces an error token and a recovery state that skips bytes
  *              up to a resynchronisation point;
- *   streamer — counts braces and brackets and hands the tokens collected so
- *              far to the parser once both counts are back to zero (or one went
- *              negative); it also enforces the limits;
- *   parser   — recursive-descent over the collected tokens; the first error
- *              wins and the whole message is dropped.
+ *   streamer — counts braces and brackets and ends the message once both
+ *              counts are back to zero (or one went negative); it enforces
+ *              the limits;
+ *   parser   — builds the value; the first error wins and the whole message
+ *              is dropped. The reference collects the tokens and parses them
+ *              by recursive descent at the end of the message; here the same
+ *              grammar is fed one token at a time, which finds the same
+ *              first error without holding a token list.
+ *
+ * A fast path hands a whole, simple object found in one chunk to JSON.parse;
+ * it bails out on anything where the two could differ, so results and errors
+ * are the same either way.
  *
  * Behaviour observed on qemu-storage-daemon 7.2 (one line in, replies out):
  *   garbage              → "JSON parse error, invalid keyword 'garbage'"
@@ -138,6 +145,7 @@ const CH_A = 0x61;
 const CH_B = 0x62;
 const CH_E = 0x65;
 const CH_F = 0x66;
+const CH_L = 0x6c;
 const CH_N = 0x6e;
 const CH_R = 0x72;
 const CH_T = 0x74;
@@ -251,13 +259,12 @@ const STRING_RUN_BYTE = ((): Uint8Array[] => {
 })();
 
 // ---------------------------------------------------------------------------
-// Token decoding (the reference does it in the parser; doing it as each token
-// completes lets the raw bytes go, while the error, if any, is only reported
-// when the parser reaches the token, so ordering is unchanged)
+// Token decoding (the reference decodes in its parser; an undecodable token is
+// a parse error, reported only if the parser gets to that token)
 // ---------------------------------------------------------------------------
 
-/** A token whose value the parser will refuse, with the reason. */
-class DeferredParseError {
+/** A token the parser refuses when it reaches it, with the reason. */
+class RefusedToken {
   constructor(readonly message: string) {}
 }
 
@@ -278,15 +285,17 @@ function isValidCodepoint(cp: number): boolean {
 
 const MIN_CODEPOINT_FOR_LENGTH = [0x80, 0x800, 0x10000, 0x200000, 0x4000000];
 
+/** Where decodeModUtf8 stopped (a module variable saves an allocation per call). */
+let decodeEnd = 0;
+
 /**
  * Decodes one code point the way the reference does ("modified UTF-8": the
  * overlong C0 80 means U+0000; noncharacters and surrogates are invalid).
- * Returns cp (−1 if invalid) and sets decodeEnd to where decoding stopped; a
- * sequence cut short stops at the byte that is not a continuation, and the
- * end of the range reads as a NUL.
+ * Returns the code point, or −1 if invalid, and sets decodeEnd. A sequence
+ * cut short stops before the byte that is not a continuation; the end of
+ * the range reads as a NUL, like the end of a C string.
  */
-let decodeEnd = 0;
-function decodeModUtf8(src: Uint8Array, p: number, end: number): number {
+function decodeModUtf8(src: Buffer, p: number, end: number): number {
   let byte = src[p++]!;
   let cp: number;
   if (byte < 0x80) {
@@ -318,19 +327,19 @@ function decodeModUtf8(src: Uint8Array, p: number, end: number): number {
 }
 
 /**
- * Text of bytes as the reference would show it in an error reply: it stops
- * at the first NUL (C string) and turns undecodable sequences into U+FFFD.
+ * Bytes as the reference shows them in an error reply: a C string, so they
+ * stop at the first NUL, and undecodable sequences become U+FFFD.
  */
-function bytesForMessage(src: Uint8Array, start: number, end: number): string {
-  const nul = src.subarray(start, end).indexOf(0);
-  if (nul >= 0) end = start + nul;
+function bytesForMessage(src: Buffer, start: number, end: number): string {
+  const nul = src.indexOf(0, start);
+  if (nul >= 0 && nul < end) end = nul;
   let out = '';
   let p = start;
   while (p < end) {
     if (src[p]! < 0x80) {
       const runStart = p;
       while (p < end && src[p]! < 0x80) p++;
-      out += latin1(src, runStart, p);
+      out += src.toString('latin1', runStart, p);
       continue;
     }
     const cp = decodeModUtf8(src, p, end);
@@ -338,10 +347,6 @@ function bytesForMessage(src: Uint8Array, start: number, end: number): string {
     p = decodeEnd;
   }
   return out;
-}
-
-function latin1(src: Uint8Array, start: number, end: number): string {
-  return Buffer.from(src.buffer, src.byteOffset + start, end - start).toString('latin1');
 }
 
 function hexValue(ch: number): number {
@@ -352,7 +357,7 @@ function hexValue(ch: number): number {
 }
 
 /** Four hex digits at p (bytes past end read as NUL), or −1. */
-function fourHex(src: Uint8Array, p: number, end: number): number {
+function fourHex(src: Buffer, p: number, end: number): number {
   let cp = 0;
   for (let i = 0; i < 4; i++) {
     const d = p + i < end ? hexValue(src[p + i]!) : -1;
@@ -362,16 +367,16 @@ function fourHex(src: Uint8Array, p: number, end: number): number {
   return cp;
 }
 
-/** A string token, quotes included, as a JS string or the parser's error. */
-function decodeString(src: Uint8Array, start: number, end: number): string | DeferredParseError {
+/** A string token, quotes included. */
+function decodeString(src: Buffer, start: number, end: number): string | RefusedToken {
   // The lexer guarantees the token ends with its closing quote, that this
-  // quote appears nowhere else unescaped, and that a byte follows each '\\'.
+  // quote appears nowhere else unescaped, and that a byte follows each '\'.
   const last = end - 1;
   let p = start + 1;
   while (p < last && PLAIN_STRING_BYTE[src[p]!]) p++;
-  if (p === last) return latin1(src, start + 1, last);
+  if (p === last) return src.toString('latin1', start + 1, last);
 
-  let out = latin1(src, start + 1, p);
+  let out = src.toString('latin1', start + 1, p);
   while (p < last) {
     const ch = src[p]!;
     if (ch === CH_BACKSLASH) {
@@ -403,22 +408,22 @@ function decodeString(src: Uint8Array, start: number, end: number): string | Def
             // The reference shows the six bytes from the backslash, or fewer
             // if the token ends first.
             const shown = bytesForMessage(src, escapeStart, Math.min(p, end));
-            return new DeferredParseError(parseErrorMessage(`${shown} is not a valid Unicode character`));
+            return new RefusedToken(parseErrorMessage(`${shown} is not a valid Unicode character`));
           }
           out += String.fromCodePoint(cp);
           break;
         }
         default:
-          return new DeferredParseError(parseErrorMessage('invalid escape sequence in string'));
+          return new RefusedToken(parseErrorMessage('invalid escape sequence in string'));
       }
     } else if (ch < 0x80) {
       const runStart = p;
       while (p < last && PLAIN_STRING_BYTE[src[p]!]) p++;
-      if (p === runStart) p++; // a quote of the other kind, or DEL
-      out += latin1(src, runStart, p);
+      if (p === runStart) p++; // DEL
+      out += src.toString('latin1', runStart, p);
     } else {
       const cp = decodeModUtf8(src, p, end);
-      if (cp < 0) return new DeferredParseError(parseErrorMessage('invalid UTF-8 sequence in string'));
+      if (cp < 0) return new RefusedToken(parseErrorMessage('invalid UTF-8 sequence in string'));
       out += String.fromCodePoint(cp);
       p = decodeEnd;
     }
@@ -428,12 +433,17 @@ function decodeString(src: Uint8Array, start: number, end: number): string | Def
 
 const INT64_MIN = -(2n ** 63n);
 const UINT64_MAX = 2n ** 64n - 1n;
-/** Digits (sign included) that always make a safe integer. */
+/** Length of an integer token (sign included) that is always a safe integer. */
 const SAFE_INTEGER_TEXT_LENGTH = 15;
 
-function decodeInteger(src: Uint8Array, start: number, end: number): number | bigint {
-  const text = latin1(src, start, end);
-  if (end - start <= SAFE_INTEGER_TEXT_LENGTH) return Number(text) + 0; // + 0 turns -0 into 0
+function decodeInteger(src: Buffer, start: number, end: number): number | bigint {
+  if (end - start <= SAFE_INTEGER_TEXT_LENGTH) {
+    const negative = src[start] === CH_MINUS;
+    let n = 0;
+    for (let p = negative ? start + 1 : start; p < end; p++) n = n * 10 + (src[p]! - CH_0);
+    return negative && n !== 0 ? -n : n; // "-0" is the integer 0
+  }
+  const text = src.toString('latin1', start, end);
   const big = BigInt(text);
   // The reference keeps an integer exact if it fits int64 or uint64, and
   // otherwise reads it as a double.
@@ -442,119 +452,150 @@ function decodeInteger(src: Uint8Array, start: number, end: number): number | bi
   return Number.isSafeInteger(n) ? n : big;
 }
 
-function decodeKeyword(src: Uint8Array, start: number, end: number): unknown {
+function decodeKeyword(src: Buffer, start: number, end: number): unknown {
   const length = end - start;
-  if (length === 4 || length === 5) {
-    const text = latin1(src, start, end);
-    if (text === 'true') return true;
-    if (text === 'null') return null;
-    if (text === 'false') return false;
-  }
-  // Only the start of a long keyword can show in the (truncated) message.
-  const shown = latin1(src, start, Math.min(end, start + PARSE_MESSAGE_MAX));
-  return new DeferredParseError(parseErrorMessage(`invalid keyword '${shown}'`));
+  const c0 = src[start];
+  if (length === 4 && c0 === CH_T && src[start + 1] === CH_R && src[start + 2] === CH_U && src[start + 3] === CH_E) return true;
+  if (length === 4 && c0 === CH_N && src[start + 1] === CH_U && src[start + 2] === CH_L && src[start + 3] === CH_L) return null;
+  if (length === 5 && src.toString('latin1', start, end) === 'false') return false;
+  // Only the start of a long keyword can show in the (cut) message.
+  const shown = src.toString('latin1', start, Math.min(end, start + PARSE_MESSAGE_MAX));
+  return new RefusedToken(parseErrorMessage(`invalid keyword '${shown}'`));
 }
 
 // ---------------------------------------------------------------------------
-// Parser (runs over the tokens of one message, first error wins)
+// Parser
 // ---------------------------------------------------------------------------
 
-class ParseFailure {
-  constructor(readonly message: string) {}
-}
+// What the parser expects from the next token.
+const EXPECT_VALUE = 0;
+const EXPECT_VALUE_OR_CLOSE = 1; // just after '['
+const EXPECT_KEY_OR_CLOSE = 2; // just after '{'
+const EXPECT_COLON = 3;
+const EXPECT_ARRAY_NEXT = 4; // ',' or ']'
+const EXPECT_OBJECT_NEXT = 5; // ',' or '}'
+const EXPECT_NOTHING = 6; // the value is complete
 
-const FRAME_ARRAY = 0;
-const FRAME_KEY = 1; // the value being parsed is the key of a pair
-const FRAME_VALUE = 2; // the value being parsed is the value of a pair
-
-interface ParseFrame {
-  kind: number;
+interface OpenContainer {
   container: unknown[] | Record<string, unknown>;
+  isArray: boolean;
+  /** The value being parsed is the key of a member (the reference parses any value there, then checks it is a string). */
+  inKey: boolean;
   key: string;
-}
-
-function setMember(obj: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === '__proto__') {
-    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
-  } else {
-    obj[key] = value;
-  }
 }
 
 const hasOwn = Object.prototype.hasOwnProperty;
 
 /**
- * The reference's recursive descent, written with an explicit stack so a
- * large maxDepth cannot overflow the JS stack. Error wording and the order in
- * which errors are found are the reference's.
+ * The reference's recursive-descent parser, fed one token at a time: it looks
+ * at tokens in the same order and stops at the same first error, with the
+ * same words; it only needs no token list and no recursion. After an error
+ * it ignores tokens until the streamer ends the message.
  */
-function parseTokens(kinds: readonly number[], values: readonly unknown[]): unknown {
-  const count = kinds.length;
-  let pos = 0;
-  const stack: ParseFrame[] = [];
-  const fail = (detail: string): never => {
-    throw new ParseFailure(parseErrorMessage(detail));
-  };
+class MessageParser {
+  failure: string | undefined;
+  private expect = EXPECT_VALUE;
+  private readonly open: OpenContainer[] = [];
+  private value: unknown;
 
-  for (;;) {
-    // Parse one value starting at pos.
-    if (pos >= count) fail('premature EOI');
-    let kind = kinds[pos]!;
-    let value: unknown;
-    if (kind === T_LCURLY || kind === T_LSQUARE) {
-      pos++;
-      const closer = kind === T_LCURLY ? T_RCURLY : T_RSQUARE;
-      if (pos >= count) fail('premature EOI');
-      if (kinds[pos] !== closer) {
-        stack.push(kind === T_LCURLY
-          ? { kind: FRAME_KEY, container: {}, key: '' }
-          : { kind: FRAME_ARRAY, container: [], key: '' });
-        continue;
-      }
-      pos++;
-      value = kind === T_LCURLY ? {} : [];
-    } else if (kind === T_INTEGER || kind === T_FLOAT || kind === T_STRING || kind === T_KEYWORD) {
-      value = values[pos++];
-      if (value instanceof DeferredParseError) throw new ParseFailure(value.message);
-    } else {
-      fail('expecting value');
+  reset(): void {
+    this.failure = undefined;
+    this.expect = EXPECT_VALUE;
+    this.open.length = 0;
+    this.value = undefined;
+  }
+
+  /** Feeds a token; value is the decoded value of a scalar token. */
+  feed(kind: number, value: unknown): void {
+    if (this.failure !== undefined) return;
+    switch (this.expect) {
+      case EXPECT_VALUE:
+        break;
+      case EXPECT_VALUE_OR_CLOSE:
+        if (kind === T_RSQUARE) return this.close();
+        break;
+      case EXPECT_KEY_OR_CLOSE:
+        if (kind === T_RCURLY) return this.close();
+        break;
+      case EXPECT_COLON:
+        if (kind !== T_COLON) return this.fail(parseErrorMessage('missing : in object pair'));
+        this.expect = EXPECT_VALUE;
+        return;
+      case EXPECT_ARRAY_NEXT:
+        if (kind === T_RSQUARE) return this.close();
+        if (kind !== T_COMMA) return this.fail(parseErrorMessage('expected separator in list'));
+        this.expect = EXPECT_VALUE;
+        return;
+      case EXPECT_OBJECT_NEXT:
+        if (kind === T_RCURLY) return this.close();
+        if (kind !== T_COMMA) return this.fail(parseErrorMessage('expected separator in dict'));
+        this.open[this.open.length - 1]!.inKey = true;
+        this.expect = EXPECT_VALUE;
+        return;
+      default:
+        // The streamer ends a message where its value ends, so a token after
+        // a complete value cannot arrive.
+        return;
     }
+    switch (kind) {
+      case T_LCURLY:
+        this.open.push({ container: {}, isArray: false, inKey: true, key: '' });
+        this.expect = EXPECT_KEY_OR_CLOSE;
+        return;
+      case T_LSQUARE:
+        this.open.push({ container: [], isArray: true, inKey: false, key: '' });
+        this.expect = EXPECT_VALUE_OR_CLOSE;
+        return;
+      case T_INTEGER:
+      case T_FLOAT:
+      case T_STRING:
+      case T_KEYWORD:
+        if (value instanceof RefusedToken) return this.fail(value.message);
+        return this.complete(value);
+      default:
+        return this.fail(parseErrorMessage('expecting value'));
+    }
+  }
 
-    // Hand the value to the enclosing containers, closing those that end.
-    for (;;) {
-      const frame = stack[stack.length - 1];
-      if (frame === undefined) return value;
-      if (frame.kind === FRAME_ARRAY) {
-        (frame.container as unknown[]).push(value);
-        if (pos >= count) fail('premature EOI');
-        kind = kinds[pos++]!;
-        if (kind === T_RSQUARE) {
-          value = stack.pop()!.container;
-          continue;
-        }
-        if (kind !== T_COMMA) fail('expected separator in list');
-        break;
+  /** The message ended: its value, or the error to report. */
+  finish(): { value: unknown } | { error: string } {
+    if (this.failure !== undefined) return { error: this.failure };
+    if (this.expect !== EXPECT_NOTHING) return { error: parseErrorMessage('premature EOI') };
+    return { value: this.value };
+  }
+
+  private fail(message: string): void {
+    this.failure = message;
+    this.open.length = 0; // let the partial value go
+    this.value = undefined;
+  }
+
+  private close(): void {
+    this.complete(this.open.pop()!.container);
+  }
+
+  private complete(value: unknown): void {
+    const top = this.open[this.open.length - 1];
+    if (top === undefined) {
+      this.value = value;
+      this.expect = EXPECT_NOTHING;
+    } else if (top.isArray) {
+      (top.container as unknown[]).push(value);
+      this.expect = EXPECT_ARRAY_NEXT;
+    } else if (top.inKey) {
+      if (typeof value !== 'string') return this.fail(parseErrorMessage('key is not a string in object'));
+      top.inKey = false;
+      top.key = value;
+      this.expect = EXPECT_COLON;
+    } else {
+      const obj = top.container as Record<string, unknown>;
+      if (hasOwn.call(obj, top.key)) return this.fail(parseErrorMessage('duplicate key'));
+      if (top.key === '__proto__') {
+        Object.defineProperty(obj, top.key, { value, writable: true, enumerable: true, configurable: true });
+      } else {
+        obj[top.key] = value;
       }
-      if (frame.kind === FRAME_KEY) {
-        if (typeof value !== 'string') fail('key is not a string in object');
-        if (pos >= count) fail('premature EOI');
-        if (kinds[pos++] !== T_COLON) fail('missing : in object pair');
-        frame.kind = FRAME_VALUE;
-        frame.key = value as string;
-        break;
-      }
-      const obj = frame.container as Record<string, unknown>;
-      if (hasOwn.call(obj, frame.key)) fail('duplicate key');
-      setMember(obj, frame.key, value);
-      if (pos >= count) fail('premature EOI');
-      kind = kinds[pos++]!;
-      if (kind === T_RCURLY) {
-        value = stack.pop()!.container;
-        continue;
-      }
-      if (kind !== T_COMMA) fail('expected separator in dict');
-      frame.kind = FRAME_KEY;
-      break;
+      this.expect = EXPECT_OBJECT_NEXT;
     }
   }
 }
@@ -563,10 +604,10 @@ function parseTokens(kinds: readonly number[], values: readonly unknown[]): unkn
 // Fast path for the common case
 // ---------------------------------------------------------------------------
 
-/** Bytes the fast path accepts outside strings; anything else sends it away. */
+/** Bytes the fast path accepts outside strings (besides brackets, quotes and numbers). */
 const FAST_OUTSIDE = (() => {
   const t = new Uint8Array(256);
-  for (const ch of [CH_SPACE, CH_TAB, CH_CR, CH_LF, CH_COLON, CH_COMMA]) t[ch] = 1;
+  for (const ch of [CH_SPACE, CH_TAB, CH_CR, CH_LF, CH_COMMA]) t[ch] = 1;
   t.fill(1, CH_A, CH_Z + 1); // keywords: JSON.parse accepts exactly the reference's three
   return t;
 })();
@@ -577,6 +618,9 @@ const FAST_ESCAPE = (() => {
   for (const ch of [CH_DQUOTE, CH_BACKSLASH, CH_SLASH, CH_B, CH_F, CH_N, CH_R, CH_T]) t[ch] = 1;
   return t;
 })();
+
+/** Deeper objects go to the state machine, which needs no recursion. */
+const FAST_PATH_MAX_DEPTH = 64;
 
 function countMembers(value: unknown): number {
   if (typeof value !== 'object' || value === null) return 0;
@@ -591,15 +635,73 @@ function countMembers(value: unknown): number {
   return n;
 }
 
+/**
+ * Finds a whole object at start made only of bytes on which JSON.parse and
+ * the reference agree: printable ASCII strings with simple escapes, short
+ * integers, keywords, little nesting. Returns its end and member count, or
+ * −1 when unsure (the state machine then does the work).
+ */
+let fastMembers = 0;
+function scanSimpleObject(buf: Buffer, start: number, maxDepth: number): number {
+  const n = buf.length;
+  let depth = 0;
+  let members = 0;
+  let i = start;
+  while (i < n) {
+    const byte = buf[i]!;
+    if (byte === CH_LCURLY || byte === CH_LSQUARE) {
+      if (++depth > maxDepth) return -1;
+      i++;
+    } else if (byte === CH_RCURLY || byte === CH_RSQUARE) {
+      i++;
+      if (--depth === 0) {
+        fastMembers = members;
+        return i;
+      }
+    } else if (byte === CH_DQUOTE) {
+      for (i++; ; i++) {
+        if (i >= n) return -1;
+        const ch = buf[i]!;
+        if (ch === CH_DQUOTE) break;
+        if (ch === CH_BACKSLASH) {
+          if (i + 1 >= n || !FAST_ESCAPE[buf[i + 1]!]) return -1;
+          i++;
+        } else if (ch < 0x20 || ch >= 0x80) {
+          return -1;
+        }
+      }
+      i++;
+    } else if (byte === CH_COLON) {
+      members++;
+      i++;
+    } else if (byte === CH_MINUS || (byte >= CH_0 && byte <= CH_9)) {
+      // Plain integers short enough to be exact, and not -0 (a float to JSON.parse).
+      const numberStart = i;
+      if (byte === CH_MINUS) i++;
+      const digitsStart = i;
+      while (i < n && buf[i]! >= CH_0 && buf[i]! <= CH_9) i++;
+      const digits = i - digitsStart;
+      if (digits === 0 || i - numberStart > SAFE_INTEGER_TEXT_LENGTH) return -1;
+      if (buf[digitsStart] === CH_0 && (digits > 1 || numberStart !== digitsStart)) return -1;
+      if (i >= n) return -1;
+      const after = buf[i]!;
+      if (after === CH_DOT || after === CH_E || after === CH_UPPER_E) return -1;
+    } else if (FAST_OUTSIDE[byte]) {
+      i++;
+    } else {
+      return -1;
+    }
+  }
+  return -1;
+}
+
 // ---------------------------------------------------------------------------
 // The reader
 // ---------------------------------------------------------------------------
 
 const NO_BYTES = Buffer.alloc(0);
-/** A carry buffer up to this size is reused for the next split token. */
+/** A carry buffer up to this size is kept for the next split token. */
 const CARRY_KEPT_BYTES = 64 * 1024;
-/** Deeper objects go to the state machine, which needs no recursion. */
-const FAST_PATH_MAX_DEPTH = 64;
 
 export class JsonStreamReader {
   private readonly onEvent: (ev: JsonReaderEvent) => void;
@@ -611,35 +713,40 @@ export class JsonStreamReader {
   private carry: Buffer = NO_BYTES;
   private carryLength = 0;
 
-  // Streamer: the tokens of the message in progress.
+  // Streamer: the message in progress.
   private braces = 0;
   private brackets = 0;
+  private tokenCount = 0;
   private tokenBytes = 0;
-  private kinds: number[] = [];
-  private values: unknown[] = [];
+  private readonly parser = new MessageParser();
 
+  /**
+   * onEvent is called synchronously from push(), once per message or error,
+   * in stream order; it must not call push() or end() itself.
+   */
   constructor(onEvent: (ev: JsonReaderEvent) => void, limits?: Partial<JsonReaderLimits>) {
     this.onEvent = onEvent;
     this.limits = { ...DEFAULT_JSON_READER_LIMITS, ...limits };
   }
 
-  /** Feeds bytes as they arrive; events are delivered before it returns. */
+  /** Feeds bytes as they arrive; the chunk is not kept after the call. */
   push(chunk: Uint8Array): void {
-    const n = chunk.length;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const n = buf.length;
+    const maxTokenBytes = this.limits.maxMessageBytes;
     let state = this.state;
     /** Start of the in-chunk part of the token in progress. */
     let tokenStart = 0;
     let i = 0;
     while (i < n) {
-      const byte = chunk[i]!;
-
       if (state === S_START) {
+        const byte = buf[i]!;
         if (byte === CH_SPACE || byte === CH_LF || byte === CH_CR || byte === CH_TAB) {
           i++;
           continue;
         }
-        if (byte === CH_LCURLY && this.kinds.length === 0) {
-          const end = this.tryWholeObject(chunk, i);
+        if (byte === CH_LCURLY && this.tokenCount === 0) {
+          const end = this.tryWholeObject(buf, i);
           if (end > 0) {
             i = end;
             continue;
@@ -650,38 +757,43 @@ export class JsonStreamReader {
         // Skip the plain run of a string in one go, stopping where the
         // token would outgrow the limit so that check stays exact.
         const run = STRING_RUN_BYTE[state]!;
-        const stop = Math.min(n, this.limits.maxMessageBytes - this.carryLength + tokenStart);
+        const stop = n;
         let j = i;
-        while (j < stop && run[chunk[j]!]) j++;
+        while (j < stop && run[buf[j]!]) j++;
         if (j > i) {
           i = j;
           continue;
         }
       }
 
+      // One byte through the table; a lookahead action sees it again.
       for (;;) {
-        const action = LEX_TABLE[(state << 8) | chunk[i]!]!;
+        const action = LEX_TABLE[(state << 8) | buf[i]!]!;
         const consumed = (action & LOOKAHEAD) === 0;
         const next = action & ~LOOKAHEAD;
         const tokenEnd = consumed ? i + 1 : i;
-        if (next === S_START || next === S_RECOVERY) {
+        if (next < STATE_COUNT) {
           state = next;
-          tokenStart = tokenEnd;
-          this.carryLength = 0;
-        } else if (next < STATE_COUNT) {
-          state = next;
-        } else if (next === A_ERROR) {
-          const text = this.tokenText(chunk, tokenStart, tokenEnd);
-          state = S_RECOVERY;
-          tokenStart = tokenEnd;
-          this.fail(`${PARSE_ERROR_PREFIX}stray '${bytesForMessage(text.src, text.start, text.end)}'`);
-          this.releaseCarry();
+          if (next <= S_RECOVERY) tokenStart = tokenEnd; // no token text kept
         } else {
-          const length = tokenEnd - tokenStart + this.carryLength;
-          const text = next >= T_INTEGER ? this.tokenText(chunk, tokenStart, tokenEnd) : undefined;
-          state = S_START;
+          const length = this.carryLength + tokenEnd - tokenStart;
+          let src = buf;
+          let start = tokenStart;
+          let end = tokenEnd;
+          if (this.carryLength > 0) {
+            this.appendCarry(buf, tokenStart, tokenEnd);
+            src = this.carry;
+            start = 0;
+            end = this.carryLength;
+          }
           tokenStart = tokenEnd;
-          this.onToken(next, length, text);
+          if (next === A_ERROR) {
+            state = S_RECOVERY;
+            this.fail(`${PARSE_ERROR_PREFIX}stray '${bytesForMessage(src, start, end)}'`);
+          } else {
+            state = S_START;
+            this.onToken(next, length, src, start, end);
+          }
           this.releaseCarry();
         }
         if (consumed) break;
@@ -690,15 +802,14 @@ export class JsonStreamReader {
 
       // A single token may not outgrow the limit either; the reference then
       // reports the size error and lexes what follows from scratch.
-      if (state > S_RECOVERY && this.carryLength + i - tokenStart > this.limits.maxMessageBytes) {
+      if (state > S_RECOVERY && this.carryLength + i - tokenStart > maxTokenBytes) {
         state = S_START;
-        tokenStart = i;
         this.releaseCarry();
         this.fail(JSON_TOKEN_SIZE_LIMIT_EXCEEDED);
       }
     }
 
-    if (state > S_RECOVERY) this.appendCarry(chunk, tokenStart, n);
+    if (state > S_RECOVERY) this.appendCarry(buf, tokenStart, n);
     this.state = state;
   }
 
@@ -710,31 +821,26 @@ export class JsonStreamReader {
     this.resetMessage();
   }
 
+  private appendCarry(buf: Buffer, start: number, end: number): void {
+    const need = this.carryLength + end - start;
+    if (need > this.carry.length) {
+      const size = Math.max(need, Math.min(2 * this.carry.length, this.limits.maxMessageBytes + 1), 256);
+      const grown = Buffer.allocUnsafe(size);
+      this.carry.copy(grown, 0, 0, this.carryLength);
+      this.carry = grown;
+    }
+    buf.copy(this.carry, this.carryLength, start, end);
+    this.carryLength = need;
+  }
+
   /** Forgets the token text carried over; a large buffer is not kept. */
   private releaseCarry(): void {
     this.carryLength = 0;
     if (this.carry.length > CARRY_KEPT_BYTES) this.carry = NO_BYTES;
   }
 
-  private appendCarry(chunk: Uint8Array, start: number, end: number): void {
-    const need = this.carryLength + end - start;
-    if (need > this.carry.length) {
-      const grown = Buffer.allocUnsafe(Math.max(need, Math.min(2 * this.carry.length, this.limits.maxMessageBytes + 1), 256));
-      this.carry.copy(grown, 0, 0, this.carryLength);
-      this.carry = grown;
-    }
-    this.carry.set(chunk.subarray(start, end), this.carryLength);
-    this.carryLength = need;
-  }
-
-  /** Where the bytes of the token just completed are. */
-  private tokenText(chunk: Uint8Array, start: number, end: number): { src: Uint8Array; start: number; end: number } {
-    if (this.carryLength === 0) return { src: chunk, start, end };
-    this.appendCarry(chunk, start, end);
-    return { src: this.carry, start: 0, end: this.carryLength };
-  }
-
-  private onToken(kind: number, length: number, text: { src: Uint8Array; start: number; end: number } | undefined): void {
+  /** The streamer: one token of kind, length bytes, text in src[start, end). */
+  private onToken(kind: number, length: number, src: Buffer, start: number, end: number): void {
     switch (kind) {
       case T_LCURLY: this.braces++; break;
       case T_RCURLY: this.braces--; break;
@@ -742,34 +848,29 @@ export class JsonStreamReader {
       case T_RSQUARE: this.brackets--; break;
       default: break;
     }
-    // The reference's order of checks; each drops the whole message.
+    // The reference's checks, in its order; each drops the whole message.
     if (this.tokenBytes + length + 1 > this.limits.maxMessageBytes) return this.fail(JSON_TOKEN_SIZE_LIMIT_EXCEEDED);
-    if (this.kinds.length + 1 > this.limits.maxTokens) return this.fail(JSON_TOKEN_COUNT_LIMIT_EXCEEDED);
+    if (this.tokenCount + 1 > this.limits.maxTokens) return this.fail(JSON_TOKEN_COUNT_LIMIT_EXCEEDED);
     if (this.braces + this.brackets > this.limits.maxDepth) return this.fail(JSON_NESTING_DEPTH_LIMIT_EXCEEDED);
-
-    let value: unknown;
-    if (text !== undefined) {
-      if (kind === T_STRING) value = decodeString(text.src, text.start, text.end);
-      else if (kind === T_INTEGER) value = decodeInteger(text.src, text.start, text.end);
-      else if (kind === T_FLOAT) value = Number(latin1(text.src, text.start, text.end));
-      else value = decodeKeyword(text.src, text.start, text.end);
-    }
-    this.kinds.push(kind);
-    this.values.push(value);
+    this.tokenCount++;
     this.tokenBytes += length;
-    if ((this.braces > 0 || this.brackets > 0) && this.braces >= 0 && this.brackets >= 0) return;
 
-    const kinds = this.kinds;
-    const values = this.values;
-    this.resetMessage();
-    let result: unknown;
-    try {
-      result = parseTokens(kinds, values);
-    } catch (err) {
-      if (err instanceof ParseFailure) return this.onEvent({ kind: 'error', message: err.message });
-      throw err;
+    const parser = this.parser;
+    if (parser.failure === undefined) {
+      let value: unknown;
+      if (kind === T_STRING) value = decodeString(src, start, end);
+      else if (kind === T_INTEGER) value = decodeInteger(src, start, end);
+      else if (kind === T_FLOAT) value = Number(src.toString('latin1', start, end));
+      else if (kind === T_KEYWORD) value = decodeKeyword(src, start, end);
+      parser.feed(kind, value);
     }
-    this.onEvent({ kind: 'value', value: result });
+
+    // The message ends when braces and brackets are all closed, or when
+    // either count goes negative (a stray closer is a message of its own).
+    if ((this.braces > 0 || this.brackets > 0) && this.braces >= 0 && this.brackets >= 0) return;
+    const outcome = parser.finish();
+    this.resetMessage();
+    this.onEvent('error' in outcome ? { kind: 'error', message: outcome.error } : { kind: 'value', value: outcome.value });
   }
 
   /** The one failure path: drop the message in progress and report. */
@@ -781,93 +882,31 @@ export class JsonStreamReader {
   private resetMessage(): void {
     this.braces = 0;
     this.brackets = 0;
+    this.tokenCount = 0;
     this.tokenBytes = 0;
-    if (this.kinds.length > 0) {
-      this.kinds = [];
-      this.values = [];
-    }
+    this.parser.reset();
   }
 
   /**
-   * Fast path: a whole object in this chunk, made only of bytes on which
-   * JSON.parse and the reference agree, is handed to JSON.parse. Returns the
-   * index after the object, or −1 to let the state machine do the work (on
-   * any doubt, including anything JSON.parse refuses).
+   * Fast path: a whole simple object in this chunk goes to JSON.parse.
+   * Returns the index after the object, or −1 to let the state machine do
+   * the work (on any doubt, including anything JSON.parse refuses).
    */
-  private tryWholeObject(chunk: Uint8Array, start: number): number {
-    const n = chunk.length;
-    const { maxMessageBytes, maxTokens } = this.limits;
-    const maxDepth = Math.min(this.limits.maxDepth, FAST_PATH_MAX_DEPTH);
-    let depth = 0;
-    let pairs = 0;
-    let i = start;
-    let end = -1;
-    scan: while (i < n) {
-      const byte = chunk[i]!;
-      switch (byte) {
-        case CH_LCURLY:
-        case CH_LSQUARE:
-          if (++depth > maxDepth) return -1;
-          i++;
-          break;
-        case CH_RCURLY:
-        case CH_RSQUARE:
-          i++;
-          if (--depth === 0) {
-            end = i;
-            break scan;
-          }
-          break;
-        case CH_DQUOTE:
-          for (i++; ; i++) {
-            if (i >= n) return -1;
-            const ch = chunk[i]!;
-            if (ch === CH_DQUOTE) break;
-            if (ch === CH_BACKSLASH) {
-              if (i + 1 >= n || !FAST_ESCAPE[chunk[i + 1]!]) return -1;
-              i++;
-            } else if (ch < 0x20 || ch >= 0x80) {
-              return -1;
-            }
-          }
-          i++;
-          break;
-        case CH_COLON:
-          pairs++;
-          i++;
-          break;
-        default: {
-          if (byte === CH_MINUS || (byte >= CH_0 && byte <= CH_9)) {
-            // Plain integers only, short enough to be exact, and not -0.
-            const numberStart = i;
-            if (byte === CH_MINUS) i++;
-            const digitsStart = i;
-            while (i < n && chunk[i]! >= CH_0 && chunk[i]! <= CH_9) i++;
-            const digits = i - digitsStart;
-            if (digits === 0 || digits > SAFE_INTEGER_TEXT_LENGTH - 1) return -1;
-            if (chunk[digitsStart] === CH_0 && (digits > 1 || numberStart !== digitsStart)) return -1;
-            if (i >= n) return -1;
-            const after = chunk[i]!;
-            if (after === CH_DOT || after === CH_E || after === CH_UPPER_E) return -1;
-            break;
-          }
-          if (!FAST_OUTSIDE[byte]) return -1;
-          i++;
-        }
-      }
-    }
+  private tryWholeObject(buf: Buffer, start: number): number {
+    const end = scanSimpleObject(buf, start, Math.min(this.limits.maxDepth, FAST_PATH_MAX_DEPTH));
     if (end < 0) return -1;
+    // Fewer tokens than bytes: within both limits, the reference's checks pass.
     const length = end - start;
-    if (length >= maxMessageBytes || length > maxTokens) return -1;
-
+    if (length >= this.limits.maxMessageBytes || length > this.limits.maxTokens) return -1;
+    const members = fastMembers;
     let value: unknown;
     try {
-      value = JSON.parse(latin1(chunk, start, end));
+      value = JSON.parse(buf.toString('latin1', start, end));
     } catch {
       return -1;
     }
     // JSON.parse keeps the last of duplicate keys; the reference refuses them.
-    if (countMembers(value) !== pairs) return -1;
+    if (countMembers(value) !== members) return -1;
     this.onEvent({ kind: 'value', value });
     return end;
   }

@@ -59,6 +59,8 @@ export function runRepl(session: ShellSession, options: ReplOptions): Promise<nu
   let watching = false;
   let closing = false;
   const heldBack: string[] = [];
+  /** Ctrl-C while a wait-event runs stops the wait. */
+  let interrupt: AbortController | undefined;
 
   const promptText = (): string =>
     session.assembler.continuing ? CONTINUATION_PROMPT : session.builder.inTransaction ? TRANSACTION_PROMPT : PROMPT;
@@ -130,8 +132,13 @@ export function runRepl(session: ShellSession, options: ReplOptions): Promise<nu
           }
           return;
         case 'wait-event': {
-          const result = await session.waitForEvent(words);
-          if (typeof result === 'string') show(result);
+          interrupt = new AbortController();
+          try {
+            const result = await session.waitForEvent(words, interrupt.signal);
+            if (typeof result === 'string') show(result);
+          } finally {
+            interrupt = undefined;
+          }
           return;
         }
       }
@@ -157,7 +164,10 @@ export function runRepl(session: ShellSession, options: ReplOptions): Promise<nu
       void drain();
     });
     rl.on('SIGINT', () => {
-      if (busy) return;
+      if (busy) {
+        interrupt?.abort();
+        return;
+      }
       output.write('^C\n');
       discardInput(rl);
       session.discardPendingInput();

@@ -55,7 +55,7 @@ export class ShellSession {
   private readonly logFd: number | undefined;
   private readonly events: QmpEvent[] = [];
   private eventsConsumed = 0;
-  private eventWaiters = new Set<() => void>();
+  private readonly eventWaiters = new Set<() => void>();
 
   constructor(readonly client: QmpClient, readonly schema: QmpSchema | undefined, readonly options: SessionOptions) {
     this.typer = new ArgumentTyper(schema);
@@ -105,46 +105,6 @@ export class ShellSession {
   discardPendingInput(): void {
     this.assembler.reset();
     this.builder.reset();
-  }
-
-  /**
-   * Waits for an event named `name` whose data matches every key=value given,
-   * looking first at events received since the previous wait returned.
-   */
-  async waitForEvent(words: readonly string[]): Promise<QmpEvent | string> {
-    const [name, ...rest] = words;
-    if (name === undefined) return 'wait-event needs an event name';
-    let filter: RawObject;
-    try {
-      filter = parseArguments(rest);
-    } catch (error) {
-      return (error as Error).message;
-    }
-    let seconds = DEFAULT_WAIT_SECONDS;
-    const timeout = filter.members.get('timeout');
-    if (timeout !== undefined) {
-      seconds = Number(textOf(timeout));
-      if (!Number.isFinite(seconds) || seconds < 0) return `bad timeout '${textOf(timeout)}'`;
-      filter.members.delete('timeout');
-    }
-    const deadline = Date.now() + seconds * 1000;
-    for (;;) {
-      while (this.eventsConsumed < this.events.length) {
-        const event = this.events[this.eventsConsumed++]!;
-        if (event.event === name && matches(event.data ?? {}, filter)) return event;
-      }
-      const remaining = deadline - Date.now();
-      if (remaining <= 0 || this.client.isClosed) return `timed out waiting for ${name}`;
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          this.eventWaiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, remaining);
-        this.eventWaiters.add(done);
-      });
-    }
   }
 
   close(): void {

@@ -18,6 +18,8 @@ export interface RunningDaemon {
   proc: ChildProcess;
   dir: string;
   qmpPath: string;
+  /** Written by the daemon once it listens (--pidfile). */
+  pidfile: string;
   stderr: () => string;
   connect(): Promise<QmpTestClient>;
   /** Connects and negotiates. */
@@ -41,7 +43,9 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'c
 export async function startDaemon(flavour: Flavour, extra: string[] = [], opts: { dir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
   const dir = opts.dir ?? tempDir();
   const qmpPath = path.join(dir, 'qmp.sock');
-  const args = [`--chardev`, `socket,id=qmp0,path=${qmpPath},server=on,wait=off`, `--monitor`, `chardev=qmp0`, ...extra];
+  // The pidfile is written once every socket listens: the daemon's readiness signal.
+  const ready = path.join(dir, `${flavour}-ready.pid`);
+  const args = [`--chardev`, `socket,id=qmp0,path=${qmpPath},server=on,wait=off`, `--monitor`, `chardev=qmp0`, '--pidfile', ready, ...extra];
   const proc =
     flavour === 'qbd'
       ? spawn(process.execPath, [QBD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
@@ -50,13 +54,14 @@ export async function startDaemon(flavour: Flavour, extra: string[] = [], opts: 
   proc.stderr!.on('data', (d) => (err += d));
   let exited = false;
   proc.on('exit', () => (exited = true));
-  await waitFor(() => exited || fs.existsSync(qmpPath), 15_000, `${flavour} QMP socket`);
+  await waitFor(() => exited || fs.existsSync(ready), 15_000, `${flavour} start-up`);
   if (exited) throw new Error(`${flavour} exited at start-up: ${err}`);
   const d: RunningDaemon = {
     flavour,
     proc,
     dir,
     qmpPath,
+    pidfile: ready,
     stderr: () => err,
     connect: () => QmpTestClient.unix(qmpPath),
     async client() {

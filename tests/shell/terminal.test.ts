@@ -6,7 +6,7 @@ import { StorageDaemon, mustExecute, startStorageDaemon } from './support/qsd';
 import { TerminalSession } from './support/tmux';
 import { QBD_BIN, requireBuiltShell, requireTools, skipWithout } from './support/tools';
 
-const PROMPT = /\(QEMU\) $/;
+const PROMPT = /^\(QEMU\)$/;
 
 describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a terminal', () => {
   let qsd: StorageDaemon;
@@ -68,7 +68,8 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     const shell = await startShell();
     shell.type('query-ver');
     shell.press('Tab');
-    await shell.waitFor(/\(QEMU\) query-version $/);
+    await shell.waitFor(/\(QEMU\) query-version$/);
+    expect(shell.cursorColumn()).toBe('(QEMU) query-version '.length);
     shell.press('Enter');
     await shell.waitFor(/"return": \{"qemu": \{"micro"/);
   });
@@ -80,7 +81,8 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     await shell.waitFor(/blockdev-add driver=$/);
     shell.type('null-c');
     shell.press('Tab');
-    await shell.waitFor(/blockdev-add driver=null-co $/);
+    await shell.waitFor(/blockdev-add driver=null-co$/);
+    expect(shell.cursorColumn()).toBe('(QEMU) blockdev-add driver=null-co '.length);
     shell.type('node-n');
     shell.press('Tab');
     await shell.waitFor(/driver=null-co node-name=$/);
@@ -91,11 +93,11 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     const shell = await startShell();
     shell.type('blockdev-del node-name=job0-s');
     shell.press('Tab');
-    await shell.waitFor(/blockdev-del node-name=job0-src $/);
+    await shell.waitFor(/blockdev-del node-name=job0-src$/);
     shell.press('C-u');
     shell.type('job-pause id=j');
     shell.press('Tab');
-    await shell.waitFor(/job-pause id=job0 $/);
+    await shell.waitFor(/job-pause id=job0$/);
     await mustExecute(await otherClient(), 'job-cancel', { id: 'job0' });
   });
 
@@ -128,16 +130,16 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     const shell = await startShell();
     shell.type('blockdev-add driver=null-co node-name=disk0 size=1M');
     shell.press('Enter');
-    await shell.waitFor(/\{"return": \{\}\}\n\(QEMU\) $/);
+    await shell.waitFor(/\{"return": \{\}\}\n\(QEMU\)$/);
     shell.type('transaction(');
     shell.press('Enter');
-    await shell.waitFor(/TRANS> $/);
+    await shell.waitFor(/TRANS>$/);
     shell.type('block-dirty-bitmap-add node=disk0 name=b0');
     shell.press('Enter');
-    await shell.waitFor(/name=b0\nTRANS> $/);
+    await shell.waitFor(/name=b0\nTRANS>$/);
     shell.type(')');
     shell.press('Enter');
-    await shell.waitFor(/TRANS> \)\n\{"return": \{\}\}\n\(QEMU\) $/);
+    await shell.waitFor(/TRANS> \)\n\{"return": \{\}\}\n\(QEMU\)$/);
     shell.type('query-named-block-nodes flat=true');
     shell.press('Enter');
     await shell.waitFor(/"name": "b0"/);
@@ -147,17 +149,17 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     const shell = await startShell();
     shell.type('{"execute": "query-jobs",');
     shell.press('Enter');
-    await shell.waitFor(/\n\.\.\. $/);
+    await shell.waitFor(/\n\.\.\.$/);
     shell.type('"id": 42}');
     shell.press('Enter');
-    await shell.waitFor(/\{"return": \[\], "id": 42\}\n\(QEMU\) $/);
+    await shell.waitFor(/\{"return": \[\], "id": 42\}\n\(QEMU\)$/);
   });
 
   it('keeps history across sessions in the history file', async () => {
     let shell = await startShell();
     shell.type('query-jobs');
     shell.press('Enter');
-    await shell.waitFor(/\{"return": \[\]\}\n\(QEMU\) $/);
+    await shell.waitFor(/\{"return": \[\]\}\n\(QEMU\)$/);
     shell.press('C-d');
     await eventuallyGone(shell);
     expect(fs.readFileSync(historyFile, 'utf8')).toBe('query-jobs\n');
@@ -170,10 +172,10 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     const shell = await startShell();
     shell.type('transaction(');
     shell.press('Enter');
-    await shell.waitFor(/TRANS> $/);
+    await shell.waitFor(/TRANS>$/);
     shell.type('abort');
     shell.press('C-c');
-    await shell.waitFor(/TRANS> abort\^C\n\(QEMU\) $/);
+    await shell.waitFor(/TRANS> abort\^C\n\(QEMU\)$/);
   });
 
   it('shows help for a command from the schema', async () => {
@@ -191,19 +193,20 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     await shell.waitFor(/backup0\s+backup\s+running\s+\[#*\.*\]\s+\d+\.\d%\s+[\d.]+ MiB \/ 64\.0 MiB\s+[\d.]+ MiB\/s/);
     await shell.waitFor(/press any key to stop/);
     shell.type('x');
-    const screen = await shell.waitFor(/Stopped watching; the jobs go on\.\n\(QEMU\) $/);
-    expect(screen.split('\n').pop()).toBe('(QEMU) ');
+    const screen = await shell.waitFor(/Stopped watching; the jobs go on\.\n\(QEMU\)$/);
+    expect(screen.split('\n').pop()).toBe('(QEMU)');
     await mustExecute(await otherClient(), 'job-cancel', { id: 'backup0' });
   });
 
   it('ends the job view by itself once the jobs finish', async () => {
     await startSlowBackup('backup1');
-    await mustExecute(await otherClient(), 'block-job-set-speed', { device: 'backup1', speed: 64 << 20 });
     const shell = await startShell();
     shell.type('watch-jobs');
     shell.press('Enter');
+    await shell.waitFor(/backup1\s+backup\s+running/);
+    await mustExecute(await otherClient(), 'block-job-set-speed', { device: 'backup1', speed: 0 });
     await shell.waitFor(/backup1\s+backup\s+dismissed\s+\[#{30}\]\s+100\.0%\s+64\.0 MiB \/ 64\.0 MiB\nNo job is running\./, 8000);
-    await shell.waitFor(/"event": "BLOCK_JOB_COMPLETED"[^\n]*\n(.*\n)*\(QEMU\) $/);
+    await shell.waitFor(/"event": "BLOCK_JOB_COMPLETED"[^\n]*\n(.*\n)*\(QEMU\)$/);
   });
 });
 

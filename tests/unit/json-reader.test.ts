@@ -1,4 +1,4 @@
-import { describe, it, expect, afterAll, beforeAll } from 'vitest';
+import { describe, it, expect, afterAll, beforeAll, vi } from 'vitest';
 import * as net from 'node:net';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
@@ -212,6 +212,19 @@ describe('JsonStreamReader', () => {
       const all = Buffer.from('{"id":"\u00e9\u20ac\u{1F600}"}', 'utf8');
       for (let cut = 1; cut < all.length; cut++) {
         expect(asExpected(read([all.subarray(0, cut), all.subarray(cut)]))).toEqual([{ value: { id: '\u00e9\u20ac\u{1F600}' } }]);
+      }
+    });
+
+    it('hands a simple command in one chunk to JSON.parse, and reads a split one itself, with the same result', () => {
+      const spy = vi.spyOn(JSON, 'parse');
+      try {
+        const whole = readWhole(command);
+        expect(spy).toHaveBeenCalledTimes(1);
+        spy.mockClear();
+        expect(readBytewise(command)).toEqual(whole);
+        expect(spy).not.toHaveBeenCalled();
+      } finally {
+        spy.mockRestore();
       }
     });
 

@@ -45,13 +45,10 @@ export async function drainBegin(graph: IoGraph, section: number, names: string[
   const busy = new Set<IoNode>();
   for (const name of names) graph.drainSet(graph.get(name), busy);
   for (const n of busy) {
-    while (n.inFlight > 0) {
-      await new Promise<void>((resolve) => {
-        n.onIdle = resolve;
-      });
-      n.onIdle = undefined;
-    }
+    while (n.inFlight > 0) await new Promise<void>((resolve) => n.idleWaiters.push(resolve));
   }
+  // Let the replies of the requests that just finished leave before the drain is acknowledged.
+  await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
 export function drainEnd(section: number): void {

@@ -23,8 +23,8 @@ export class IoNode<S = unknown> {
   inFlight = 0;
   /** > 0 while a drained section covers this node. */
   quiesce = 0;
-  /** Called when inFlight drops to zero, to wake drain waiters. */
-  onIdle: (() => void) | undefined;
+  /** Drain waiters, woken when inFlight drops to zero. */
+  idleWaiters: Array<() => void> = [];
 
   constructor(desc: IoNodeDescriptor, driver: IoDriver<S>) {
     this.name = desc.nodeName;

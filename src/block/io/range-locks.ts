@@ -23,7 +23,10 @@ export class RangeLocks {
 
   /** Takes [offset, offset + bytes) once free; returns the release function. */
   async acquire(offset: number, bytes: number): Promise<() => void> {
-    await this.waitFor(offset, bytes);
+    // Check and take in the same turn: another waiter woken by the same release must not slip in between.
+    for (let blocker = this.overlapping(offset, offset + bytes); blocker; blocker = this.overlapping(offset, offset + bytes)) {
+      await blocker.done;
+    }
     let release!: () => void;
     const entry: Held = { start: offset, end: offset + bytes, done: new Promise<void>((r) => (release = r)) };
     this.held.add(entry);

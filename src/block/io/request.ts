@@ -26,7 +26,11 @@ function begin(node: IoNode): void {
 }
 
 function end(node: IoNode): void {
-  if (--node.inFlight === 0 && node.onIdle) node.onIdle();
+  if (--node.inFlight === 0 && node.idleWaiters.length > 0) {
+    const waiters = node.idleWaiters;
+    node.idleWaiters = [];
+    for (const w of waiters) w();
+  }
 }
 
 function checkRange(node: IoNode, offset: number, bytes: number): void {

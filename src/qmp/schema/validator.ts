@@ -1,11 +1,13 @@
 /**
  * Argument validation. Every command's argument type is compiled into an
- * ajv validator once, at start-up: the fast path for valid input. Input it
+ * ajv validator once: at build time into a generated module
+ * (`build-validators.ts`), or at start-up when that module is absent (tests
+ * running from source). It is the fast path for valid input. Input it
  * rejects goes to the QEMU-style visitor, which names the first problem the
  * way qemu-storage-daemon does (or accepts what JSON Schema cannot express,
  * such as integers beyond 2^53 read as BigInt).
  */
-import Ajv, { type ValidateFunction } from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import { BUILTINS, type Schema, type TypeRef } from './schema';
 import { Visitor } from './visitor';
 import { QmpError } from '../errors';
@@ -45,7 +47,7 @@ function builtinSchema(name: string): JsonSchema {
 }
 
 /** Translates the schema's types into JSON Schema definitions under `$defs`. */
-function toJsonSchema(schema: Schema): JsonSchema {
+export function toJsonSchema(schema: Schema): JsonSchema {
   const defs: Record<string, JsonSchema> = {};
   const ref = (t: TypeRef): JsonSchema => {
     if (Array.isArray(t)) return { type: 'array', items: ref(t[0]) };
@@ -87,13 +89,12 @@ export class ArgumentValidator {
 
   constructor(private readonly schema: Schema) {
     this.visitor = new Visitor(schema);
-    const ajv = new Ajv({ strict: false, allErrors: false });
-    ajv.addSchema(toJsonSchema(schema), 'qbd');
+    const generated = loadGenerated();
     for (const cmd of schema.commands.values()) {
-      if (cmd.argType) this.compiled.set(cmd.name, ajv.compile({ $ref: `qbd#/$defs/${cmd.argType}` }));
+      if (!cmd.argType) continue;
+      const check = generated?.validators[generated.index[cmd.name] ?? ''];
+      this.compiled.set(cmd.name, check ?? compileAtStartup(schema).get(cmd.name)!);
     }
-    // Argument types are referenced from $defs, so they must exist there.
-    for (const cmd of schema.commands.values()) if (cmd.argType) schema.type(cmd.argType);
   }
 
   /** Returns the arguments to hand to the handler, or throws the QEMU-worded QmpError. */
@@ -109,4 +110,38 @@ export class ArgumentValidator {
     if (check(args)) return args;
     return this.visitor.visit(args, cmd.argType, '') as Record<string, unknown>;
   }
+}
+
+/** The module written at build time: validators by export key, and command name → key. */
+export const GENERATED_MODULE = './validators.generated.js';
+
+interface GeneratedValidators {
+  index: Record<string, string>;
+  validators: Record<string, ValidateFunction>;
+}
+
+function loadGenerated(): GeneratedValidators | undefined {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(GENERATED_MODULE) as Record<string, unknown>;
+    return { index: mod.commandIndex as Record<string, string>, validators: mod as Record<string, ValidateFunction> };
+  } catch {
+    return undefined;
+  }
+}
+
+let startupCompiled: Map<string, ValidateFunction> | undefined;
+
+/** Compiles every command's validator with ajv (slower start-up; used without a build). */
+function compileAtStartup(schema: Schema): Map<string, ValidateFunction> {
+  if (startupCompiled) return startupCompiled;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Ajv = require('ajv').default as typeof import('ajv').default;
+  const ajv = new Ajv({ strict: false, allErrors: false });
+  ajv.addSchema(toJsonSchema(schema), 'qbd');
+  startupCompiled = new Map();
+  for (const cmd of schema.commands.values()) {
+    if (cmd.argType) startupCompiled.set(cmd.name, ajv.compile({ $ref: `qbd#/$defs/${cmd.argType}` }));
+  }
+  return startupCompiled;
 }

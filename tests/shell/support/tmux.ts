@@ -31,10 +31,22 @@ export class TerminalSession {
     this.tmux(['send-keys', '-t', 'main', '-l', text]);
   }
 
-  /** The visible screen, trailing blank lines removed. */
+  /** The visible screen, without trailing spaces on lines or trailing blank lines. */
   screen(): string {
     const result = spawnSync('tmux', ['-L', this.server, 'capture-pane', '-p', '-t', 'main'], { encoding: 'utf8' });
-    return (result.stdout ?? '').replace(/\s+$/, '');
+    return (result.stdout ?? '')
+      .split('\n')
+      .map((line) => line.trimEnd())
+      .join('\n')
+      .replace(/\n+$/, '');
+  }
+
+  /** The cursor column (0-based), to see trailing spaces the screen text drops. */
+  cursorColumn(): number {
+    const result = spawnSync('tmux', ['-L', this.server, 'display-message', '-p', '-t', 'main', '#{cursor_x}'], {
+      encoding: 'utf8',
+    });
+    return Number(result.stdout.trim());
   }
 
   /** The last non-empty line of the screen (where the prompt is). */
