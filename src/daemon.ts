@@ -18,6 +18,7 @@ import { SocketChardev } from './qmp/chardev/socket-chardev';
 import { StdioChardev } from './qmp/chardev/stdio-chardev';
 import { blockCommands } from './qmp/commands/block';
 import { controlCommands } from './qmp/commands/control';
+import { jobCommands } from './qmp/commands/jobs';
 import { objectCommands } from './qmp/commands/objects';
 import { Dispatcher } from './qmp/dispatcher';
 import { runExclusive } from './qmp/gs-queue';
@@ -45,6 +46,7 @@ export class Daemon {
       ...controlCommands(this.schema, () => void this.quit()),
       ...blockCommands(),
       ...objectCommands(),
+      ...jobCommands(),
     ]);
   }
 

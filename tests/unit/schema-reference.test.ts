@@ -162,23 +162,10 @@ describe('qbd schema against qemu-storage-daemon 7.2', () => {
     expect(SCHEMA_DIR).toBe(path.join(REPO, 'schema'));
   });
 
-  it('defines exactly the commands of the implemented subset', () => {
-    expect([...qbdSchema().commands.keys()].sort()).toEqual(
-      [
-        'blockdev-add',
-        'blockdev-del',
-        'object-add',
-        'object-del',
-        'qmp_capabilities',
-        'query-commands',
-        'query-named-block-nodes',
-        'query-qmp-schema',
-        'query-version',
-        'quit',
-        'x-blockdev-set-iothread',
-        'x-debug-query-block-graph',
-      ].sort(),
-    );
+  it('has a handler for every schema command and a schema entry for every handler', async () => {
+    // The dispatcher refuses to start when the two disagree.
+    const { Daemon } = await import('../../src/daemon');
+    expect(() => new Daemon()).not.toThrow();
   });
 
   it('gives every command the arguments, return type and features of the reference', () => {

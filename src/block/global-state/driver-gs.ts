@@ -49,4 +49,22 @@ export interface GsDriver<S = any> {
   plainFilename?(node: BlockNode): string | undefined;
   /** Allocated bytes on the host for `actual-size`, when meaningful. */
   allocatedSize?(node: BlockNode): number | undefined;
+  /** `format-specific` of ImageInfo (e.g. qcow2's compat, refcount-bits…). */
+  formatSpecific?(node: BlockNode): Record<string, unknown> | undefined;
+  /**
+   * blockdev-create for this driver (the `options` are the BlockdevCreateOptions
+   * variant). Runs in the job's run step on the main loop; long I/O goes
+   * through `ctx`.
+   */
+  create?(options: Record<string, unknown>, ctx: CreateContext): Promise<void>;
+}
+
+/** What a driver's `create` may use. */
+export interface CreateContext {
+  /** Looks up a node given by name in the create options (e.g. qcow2's `file`). */
+  node(name: string): BlockNode;
+  /** I/O on an open node, through its I/O context. */
+  request(node: BlockNode, request: NodeRequest): Promise<NodeRequestResult>;
+  /** Whether the job was cancelled: long creations stop early. */
+  readonly cancelled: boolean;
 }

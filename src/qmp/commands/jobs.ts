@@ -1,0 +1,40 @@
+/** The job verbs, query-jobs, and blockdev-create (the job that creates images). */
+import { defineCommand } from '../command';
+import { allJobs, findJob } from '../../jobs/job-registry';
+import { startCreateJob } from '../../jobs/create-job';
+
+type JobArgs = { id: string };
+
+export function jobCommands() {
+  return [
+    defineCommand<JobArgs>('job-pause', ({ id }) => {
+      findJob(id).pause();
+      return {};
+    }),
+    defineCommand<JobArgs>('job-resume', ({ id }) => {
+      findJob(id).resume();
+      return {};
+    }),
+    defineCommand<JobArgs>('job-cancel', ({ id }) => {
+      findJob(id).cancel();
+      return {};
+    }),
+    defineCommand<JobArgs>('job-complete', ({ id }) => {
+      findJob(id).complete();
+      return {};
+    }),
+    defineCommand<JobArgs>('job-finalize', async ({ id }) => {
+      await findJob(id).finalize();
+      return {};
+    }),
+    defineCommand<JobArgs>('job-dismiss', ({ id }) => {
+      findJob(id).dismiss();
+      return {};
+    }),
+    defineCommand('query-jobs', () => allJobs().map((j) => j.info())),
+    defineCommand<{ 'job-id': string; options: Record<string, unknown> }>('blockdev-create', (args) => {
+      startCreateJob(args['job-id'], args.options);
+      return {};
+    }),
+  ];
+}
