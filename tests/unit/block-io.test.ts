@@ -161,6 +161,59 @@ describe('file and raw nodes', () => {
   });
 });
 
+describe('detect-zeroes', () => {
+  it.skipIf(!nativeAvailable)('turns a write of zeros into a hole with detect-zeroes=unmap', async () => {
+    const size = 1 << 20;
+    const file = imageFile('detect.raw', size);
+    await blockdevAdd({ driver: 'file', 'node-name': 'dz', filename: file, discard: 'unmap', 'detect-zeroes': 'unmap' });
+    await write('dz', 0, Buffer.alloc(size, 1));
+    await request('dz', { op: 'flush' });
+    const before = fs.statSync(file).blocks;
+    await write('dz', 0, Buffer.alloc(size / 2));
+    await request('dz', { op: 'flush' });
+    expect(fs.statSync(file).blocks).toBeLessThan(before);
+    expect((await read('dz', 0, size / 2)).every((b) => b === 0)).toBe(true);
+    expect((await read('dz', size / 2, 16)).every((b) => b === 1)).toBe(true);
+    await blockdevDel('dz');
+  });
+});
+
+const canLoop = process.getuid?.() === 0 && (() => {
+  try {
+    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
+    return fs.existsSync('/dev/loop-control');
+  } catch {
+    return false;
+  }
+})();
+
+describe('host_device nodes', () => {
+  it.skipIf(!canLoop)('read and write a block device (a loop device) and report its size', async () => {
+    const backing = imageFile('loop.img', 8 << 20);
+    const dev = execFileSync('losetup', ['-f', '--show', backing]).toString().trim();
+    try {
+      await blockdevAdd({ driver: 'host_device', 'node-name': 'hd', filename: dev });
+      expect(findNode('hd').length).toBe(8 << 20);
+      await write('hd', 4096, Buffer.from('on a block device'));
+      await request('hd', { op: 'flush' });
+      expect((await read('hd', 4096, 17)).toString()).toBe('on a block device');
+      await blockdevDel('hd');
+      const fd = fs.openSync(backing, 'r');
+      const buf = Buffer.alloc(17);
+      fs.readSync(fd, buf, 0, 17, 4096);
+      fs.closeSync(fd);
+      expect(buf.toString()).toBe('on a block device');
+    } finally {
+      execFileSync('losetup', ['-d', dev]);
+    }
+  });
+
+  it('refuses a regular file, as the reference does', async () => {
+    const file = imageFile('not-a-device.raw', 4096);
+    await expect(blockdevAdd({ driver: 'host_device', 'node-name': 'nd', filename: file })).rejects.toThrow(`'host_device' driver requires '${file}' to be either a character or block device`);
+  });
+});
+
 describe('null nodes', () => {
   it('read zeros and report zero blocks with read-zeroes=on', async () => {
     await blockdevAdd({ driver: 'null-co', 'node-name': 'z', size: 1 << 20, 'read-zeroes': true });
