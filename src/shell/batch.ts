@@ -12,7 +12,8 @@ import * as readline from 'node:readline';
 import { helpFor } from './help';
 import { isErrorReply } from './qmp-client';
 import { waitForJobs } from './job-watch';
-import { BUILTINS, ShellSession } from './session';
+import { BUILTINS } from './builtins';
+import { ShellSession } from './session';
 
 export interface BatchOptions {
   input: NodeJS.ReadableStream;

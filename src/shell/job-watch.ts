@@ -8,10 +8,8 @@
  */
 
 import * as readline from 'node:readline';
-import { QmpEvent, QmpReply, isErrorReply } from './qmp-client';
+import { Execute, QmpEvent, QmpReply, isErrorReply } from './qmp-client';
 import { JobBoard, JobInfo, jobsSettled } from './job-view';
-
-export type Execute = (command: string, args?: Record<string, unknown>) => Promise<QmpReply>;
 
 /** Registers an event listener; returns the function that removes it. */
 export type SubscribeEvents = (listener: (event: QmpEvent) => void) => () => void;

@@ -6,9 +6,7 @@
  * may have added or removed a node or a job.
  */
 
-import { QmpReply, isErrorReply } from './qmp-client';
-
-export type Execute = (command: string, args?: Record<string, unknown>) => Promise<QmpReply>;
+import { Execute, QmpReply, isErrorReply } from './qmp-client';
 
 const FRESH_FOR_MS = 2000;
 const ANSWER_WITHIN_MS = 1500;

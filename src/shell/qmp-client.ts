@@ -38,6 +38,9 @@ export type QmpReply = { return: unknown; id?: unknown } | { error: QmpErrorBody
 
 export type QmpMessage = Record<string, unknown>;
 
+/** Runs one command and resolves with its reply (what helpers need of a client). */
+export type Execute = (command: string, args?: Record<string, unknown>) => Promise<QmpReply>;
+
 export function isErrorReply(reply: QmpReply): reply is { error: QmpErrorBody; id?: unknown } {
   return 'error' in reply;
 }

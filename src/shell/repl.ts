@@ -14,7 +14,8 @@ import { helpFor } from './help';
 import { HISTORY_SIZE, loadHistory, saveHistory } from './history';
 import { watchJobs } from './job-watch';
 import { QmpConnectionError } from './qmp-client';
-import { BUILTINS, BUILTIN_NAMES, ShellSession } from './session';
+import { BUILTINS, BUILTIN_NAMES, EVENT_TAKING_BUILTINS, NAME_TAKING_BUILTINS } from './builtins';
+import { ShellSession } from './session';
 import { discardInput, printAbovePrompt } from './terminal';
 
 export interface ReplOptions {
@@ -41,8 +42,8 @@ export function runRepl(session: ShellSession, options: ReplOptions): Promise<nu
       completeLine(line, {
         schema: session.schema,
         builtins: BUILTIN_NAMES,
-        nameTakingBuiltins: ['help'],
-        eventTakingBuiltins: ['wait-event'],
+        nameTakingBuiltins: NAME_TAKING_BUILTINS,
+        eventTakingBuiltins: EVENT_TAKING_BUILTINS,
         inTransaction: session.builder.inTransaction,
         nodeNames: () => session.names.nodeNames(),
         jobIds: () => session.names.jobIds(),
@@ -168,6 +169,7 @@ export function runRepl(session: ShellSession, options: ReplOptions): Promise<nu
         interrupt?.abort();
         return;
       }
+      rl.write(null, { ctrl: true, name: 'e' }); // to the end of the input, so ^C follows it
       output.write('^C\n');
       discardInput(rl);
       session.discardPendingInput();

@@ -1,20 +1,21 @@
 /**
- * What both front ends share: turning input lines into commands, sending
- * them, echo (`-v`), the log file (`-l`), output format (`-p`), the shell's
- * own commands, and the event record that `wait-event` searches.
+ * What both front ends share: turning input lines into commands (or the
+ * shell's own commands), sending them, echo (`-v`), the log file (`-l`),
+ * output format (`-p`), and the record of events that `wait-event` searches.
  *
  * The front ends (repl.ts, batch.ts) decide where text goes and when.
  */
 
 import * as fs from 'node:fs';
 import { BuiltCommand, CommandBuilder, LineAssembler, QmpMessage } from './command-builder';
-import { BuiltinHelp } from './help';
+import { BUILTIN_NAMES } from './builtins';
+import { EventRecord } from './event-record';
 import { formatJson } from './json-text';
 import { LiveNames } from './live-names';
 import { QmpClient, QmpEvent, QmpReply } from './qmp-client';
 import { toQmpMessage } from './qmp-message';
 import { QmpSchema } from './schema';
-import { RawObject, RawValue, ShellSyntaxError, parseArguments, tokenize } from './syntax';
+import { ShellSyntaxError, tokenize } from './syntax';
 import { ArgumentTyper, TypingError } from './typing';
 
 export interface SessionOptions {
@@ -23,27 +24,11 @@ export interface SessionOptions {
   logFile?: string;
 }
 
-export const BUILTINS: readonly BuiltinHelp[] = [
-  { name: 'help', usage: 'help [COMMAND [tag=value…]]', summary: 'list commands, or show the arguments of one (from the schema)' },
-  { name: 'jobs', usage: 'jobs', summary: 'live view of the jobs: progress, offset/length, speed, status (any key stops)' },
-  { name: 'watch-jobs', usage: 'watch-jobs', summary: 'same as jobs' },
-  {
-    name: 'wait-event',
-    usage: 'wait-event EVENT [key=value…] [timeout=SECONDS]',
-    summary: 'wait for an event whose data matches (default timeout 30 s)',
-  },
-];
-
-export const BUILTIN_NAMES = BUILTINS.map((builtin) => builtin.name);
-
 export type LineOutcome =
   | { kind: 'nothing' }
   | { kind: 'builtin'; name: string; words: string[] }
   | { kind: 'command'; message: QmpMessage }
   | { kind: 'invalid'; error: string };
-
-const EVENT_RECORD_LIMIT = 1000;
-const DEFAULT_WAIT_SECONDS = 30;
 
 export class ShellSession {
   readonly builder = new CommandBuilder();
@@ -53,9 +38,7 @@ export class ShellSession {
   /** Called for every event, after it is recorded and logged. */
   onEvent: (event: QmpEvent) => void = () => undefined;
   private readonly logFd: number | undefined;
-  private readonly events: QmpEvent[] = [];
-  private eventsConsumed = 0;
-  private readonly eventWaiters = new Set<() => void>();
+  private readonly events = new EventRecord();
 
   constructor(readonly client: QmpClient, readonly schema: QmpSchema | undefined, readonly options: SessionOptions) {
     this.typer = new ArgumentTyper(schema);
@@ -112,39 +95,19 @@ export class ShellSession {
     this.client.close();
   }
 
+  /** Waits for an event, as `wait-event WORDS…` asks (see EventRecord.waitFor). */
+  waitForEvent(words: readonly string[], signal?: AbortSignal): Promise<QmpEvent | string> {
+    return this.events.waitFor(words, () => this.client.isClosed, signal);
+  }
+
   private receiveEvent(event: QmpEvent): void {
-    this.events.push(event);
-    if (this.events.length > EVENT_RECORD_LIMIT) {
-      const drop = this.events.length - EVENT_RECORD_LIMIT;
-      this.events.splice(0, drop);
-      this.eventsConsumed = Math.max(0, this.eventsConsumed - drop);
-    }
+    this.events.record(event);
     this.names.invalidate();
     this.log(event);
-    for (const wake of [...this.eventWaiters]) wake();
     this.onEvent(event);
   }
 
   private log(value: unknown): void {
     if (this.logFd !== undefined) fs.writeSync(this.logFd, `${this.format(value)}\n`);
   }
-}
-
-/** Every key=value of the filter equals the event data at that (dotted) path. */
-function matches(data: unknown, filter: RawObject): boolean {
-  for (const [key, expected] of filter.members) {
-    const actual = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)[key] : undefined;
-    if (expected.kind === 'object') {
-      if (!matches(actual, expected)) return false;
-    } else if (textOf(expected) !== (typeof actual === 'string' ? actual : formatJson(actual))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-function textOf(value: RawValue): string {
-  if (value.kind === 'bare') return value.text;
-  if (value.kind === 'json') return typeof value.value === 'string' ? value.value : formatJson(value.value);
-  return '';
 }

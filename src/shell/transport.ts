@@ -55,7 +55,7 @@ function openStreamSocket(
     socket.once('connect', () => {
       connected = true;
       socket.setTimeout(0);
-      socket.setNoDelay?.(true);
+      socket.setNoDelay(true);
       resolve({
         send: (text) => {
           socket.write(`${text}\n`);

@@ -43,11 +43,16 @@ describe('history file', () => {
   });
 
   it('round-trips entries, newest first in memory and oldest first on disk', () => {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-history-')), 'h');
-    saveHistory(file, ['third', 'second', 'first']);
-    expect(fs.readFileSync(file, 'utf8')).toBe('first\nsecond\nthird\n');
-    expect(loadHistory(file)).toEqual(['third', 'second', 'first']);
-    expect(loadHistory(`${file}.missing`)).toEqual([]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-history-'));
+    const file = path.join(dir, 'h');
+    try {
+      saveHistory(file, ['third', 'second', 'first']);
+      expect(fs.readFileSync(file, 'utf8')).toBe('first\nsecond\nthird\n');
+      expect(loadHistory(file)).toEqual(['third', 'second', 'first']);
+      expect(loadHistory(`${file}.missing`)).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -69,7 +74,15 @@ function fakeServer(answer: (request: Record<string, unknown>, socket: net.Socke
     });
   });
   return new Promise((resolve) => {
-    server.listen(socketPath, () => resolve({ path: socketPath, close: () => server.close() }));
+    server.listen(socketPath, () =>
+      resolve({
+        path: socketPath,
+        close: () => {
+          server.close();
+          fs.rmSync(dir, { recursive: true, force: true });
+        },
+      }),
+    );
   });
 }
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { helpFor } from '../../src/shell/help';
 import { QmpSchema, SchemaEntity } from '../../src/shell/schema';
-import { BUILTINS } from '../../src/shell/session';
+import { BUILTINS } from '../../src/shell/builtins';
 
 const fixture = path.join(__dirname, '..', 'fixtures', 'qsd-7.2-qmp-schema.json');
 const schema = new QmpSchema(JSON.parse(fs.readFileSync(fixture, 'utf8')) as SchemaEntity[]);

@@ -10,15 +10,16 @@ const PROMPT = /^\(QEMU\)$/;
 
 describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a terminal', () => {
   let qsd: StorageDaemon;
-  let terminal: TerminalSession | undefined;
+  let terminals: TerminalSession[] = [];
   let other: QmpClient | undefined;
   let historyFile: string;
 
   /** Starts the shell on monitor 0 and waits for its first prompt. */
   async function startShell(...extraArgs: string[]): Promise<TerminalSession> {
-    terminal = TerminalSession.start([process.execPath, QBD_BIN, 'shell', ...extraArgs, qsd.sockets[0]!], {
+    const terminal = TerminalSession.start([process.execPath, QBD_BIN, 'shell', ...extraArgs, qsd.sockets[0]!], {
       QBD_SHELL_HISTORY: historyFile,
     });
+    terminals.push(terminal);
     await terminal.waitFor((screen) => PROMPT.test(screen.split('\n').pop() ?? ''));
     return terminal;
   }
@@ -52,8 +53,8 @@ describe.skipIf(skipWithout('qemu-storage-daemon', 'tmux'))('qbd shell in a term
     historyFile = path.join(qsd.dir, 'history');
   });
   afterEach(async () => {
-    terminal?.kill();
-    terminal = undefined;
+    for (const terminal of terminals) terminal.kill();
+    terminals = [];
     other?.close();
     other = undefined;
     await qsd.stop();

@@ -1,21 +1,23 @@
 /**
  * Drives the interactive shell in a real terminal: a detached tmux session
- * (on a private tmux server, so a user's own sessions are never touched),
+ * (on a private tmux server whose socket lives in a temporary directory, so
+ * a user's own sessions are never touched),
  * keys sent with send-keys, the screen read with capture-pane.
  */
 
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { eventually } from './tools';
 
-let sessionCounter = 0;
-
 export class TerminalSession {
-  private constructor(private readonly server: string) {}
+  private constructor(private readonly dir: string, private readonly socket: string) {}
 
   /** Starts `command` (argv) in a 200x50 terminal. */
   static start(argv: string[], env: NodeJS.ProcessEnv = {}): TerminalSession {
-    const server = `qbd-shell-test-${process.pid}-${++sessionCounter}`;
-    const session = new TerminalSession(server);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-shell-tmux-'));
+    const session = new TerminalSession(dir, path.join(dir, 'tmux.sock'));
     const command = argv.map(shellQuote).join(' ');
     session.tmux(['new-session', '-d', '-x', '200', '-y', '50', '-s', 'main', command], { ...process.env, ...env });
     return session;
@@ -33,7 +35,7 @@ export class TerminalSession {
 
   /** The visible screen, without trailing spaces on lines or trailing blank lines. */
   screen(): string {
-    const result = spawnSync('tmux', ['-L', this.server, 'capture-pane', '-p', '-t', 'main'], { encoding: 'utf8' });
+    const result = spawnSync('tmux', ['-S', this.socket, 'capture-pane', '-p', '-t', 'main'], { encoding: 'utf8' });
     return (result.stdout ?? '')
       .split('\n')
       .map((line) => line.trimEnd())
@@ -43,7 +45,7 @@ export class TerminalSession {
 
   /** The cursor column (0-based), to see trailing spaces the screen text drops. */
   cursorColumn(): number {
-    const result = spawnSync('tmux', ['-L', this.server, 'display-message', '-p', '-t', 'main', '#{cursor_x}'], {
+    const result = spawnSync('tmux', ['-S', this.socket, 'display-message', '-p', '-t', 'main', '#{cursor_x}'], {
       encoding: 'utf8',
     });
     return Number(result.stdout.trim());
@@ -73,15 +75,16 @@ export class TerminalSession {
 
   /** Whether the program in the terminal is still running. */
   alive(): boolean {
-    return spawnSync('tmux', ['-L', this.server, 'has-session', '-t', 'main'], { stdio: 'ignore' }).status === 0;
+    return spawnSync('tmux', ['-S', this.socket, 'has-session', '-t', 'main'], { stdio: 'ignore' }).status === 0;
   }
 
   kill(): void {
-    spawnSync('tmux', ['-L', this.server, 'kill-server'], { stdio: 'ignore' });
+    spawnSync('tmux', ['-S', this.socket, 'kill-server'], { stdio: 'ignore' });
+    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
   private tmux(args: string[], env?: NodeJS.ProcessEnv): void {
-    const result = spawnSync('tmux', ['-L', this.server, ...args], { encoding: 'utf8', env });
+    const result = spawnSync('tmux', ['-S', this.socket, ...args], { encoding: 'utf8', env });
     if (result.status !== 0) throw new Error(`tmux ${args[0]} failed: ${result.stderr}`);
   }
 }
