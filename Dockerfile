@@ -22,7 +22,9 @@ COPY --from=build /src/schema ./schema
 COPY bin ./bin
 RUN mkdir -p /run/qbd && chown node:node /run/qbd && chmod 0700 /run/qbd
 USER node
-ENV QBD_RUNTIME_DIR=/run/qbd
+ENV QBD_RUNTIME_DIR=/run/qbd QBD_QMP_SOCKET=/run/qbd/qmp.sock
 VOLUME ["/run/qbd"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/opt/qbd/bin/qbd"]
+HEALTHCHECK --interval=10s --timeout=6s --retries=3 CMD ["node", "/opt/qbd/dist/src/container/healthcheck.js"]
+# With no arguments the entry point builds the command line from /etc/qbd/config.json and QBD_* variables.
+ENTRYPOINT ["node", "/opt/qbd/dist/src/container/entrypoint.js"]

@@ -16,6 +16,7 @@ export class IoContext {
   readonly channel: Channel;
   private readonly worker: Worker;
   private exited = false;
+  private stopping = false;
   /** Nodes whose I/O half lives here. */
   readonly nodes = new Set<string>();
 
@@ -24,12 +25,11 @@ export class IoContext {
     assertMainLoop();
     this.worker = new Worker(ENTRY, { workerData: { name: iothread ?? 'default' }, stdout: false, stderr: false });
     this.channel = new Channel(this.worker);
-    this.worker.unref();
     this.worker.on('error', (err) => log.error({ context: this.name, err: err.message, stack: err.stack }, 'I/O context failed'));
     this.worker.on('exit', (code) => {
       this.exited = true;
       this.channel.close(`I/O context ${this.name} exited`);
-      if (code !== 0) log.error({ context: this.name, code }, 'I/O context exited');
+      if (code !== 0 && !this.stopping) log.error({ context: this.name, code }, 'I/O context exited');
     });
     this.channel.onNotification(proto.ioEvent, (ev) => ioEventHandler?.(this, ev));
   }
@@ -42,6 +42,7 @@ export class IoContext {
   async stop(): Promise<void> {
     assertMainLoop();
     if (this.exited) return;
+    this.stopping = true;
     try {
       await this.channel.request(proto.shutdownContext, undefined);
     } finally {
