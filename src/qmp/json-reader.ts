@@ -722,7 +722,8 @@ export class JsonStreamReader {
 
   /**
    * onEvent is called synchronously from push(), once per message or error,
-   * in stream order; it must not call push() or end() itself.
+   * in stream order. It must not call push() or end() itself, and must not
+   * throw: an exception leaves the reader in an undefined state.
    */
   constructor(onEvent: (ev: JsonReaderEvent) => void, limits?: Partial<JsonReaderLimits>) {
     this.onEvent = onEvent;
@@ -757,7 +758,7 @@ export class JsonStreamReader {
         // Skip the plain run of a string in one go, stopping where the
         // token would outgrow the limit so that check stays exact.
         const run = STRING_RUN_BYTE[state]!;
-        const stop = n;
+        const stop = Math.min(n, maxTokenBytes - this.carryLength + tokenStart);
         let j = i;
         while (j < stop && run[buf[j]!]) j++;
         if (j > i) {
@@ -804,6 +805,7 @@ export class JsonStreamReader {
       // reports the size error and lexes what follows from scratch.
       if (state > S_RECOVERY && this.carryLength + i - tokenStart > maxTokenBytes) {
         state = S_START;
+        tokenStart = i;
         this.releaseCarry();
         this.fail(JSON_TOKEN_SIZE_LIMIT_EXCEEDED);
       }

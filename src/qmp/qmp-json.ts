@@ -34,11 +34,17 @@ export function qdictKeyOrder(keys: string[]): string[] {
     .map((e) => e.k);
 }
 
+/** A JSON string as QEMU writes it: ASCII only, everything else as \uXXXX (surrogate pairs for astral characters). */
+function quote(text: string): string {
+  const json = JSON.stringify(text);
+  return /[^\x20-\x7e]/.test(json) ? json.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : json;
+}
+
 export function toQmpJson(value: unknown): string {
   if (value === null || value === undefined) return 'null';
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(value);
+      return quote(value);
     case 'number':
       return Number.isFinite(value) ? String(value) : 'null';
     case 'bigint':
@@ -50,7 +56,7 @@ export function toQmpJson(value: unknown): string {
       const obj = value as Record<string, unknown>;
       const keys = Object.keys(obj).filter((k) => obj[k] !== undefined);
       if (keys.length === 0) return '{}';
-      return `{${qdictKeyOrder(keys).map((k) => `${JSON.stringify(k)}: ${toQmpJson(obj[k])}`).join(', ')}}`;
+      return `{${qdictKeyOrder(keys).map((k) => `${quote(k)}: ${toQmpJson(obj[k])}`).join(', ')}}`;
     }
     default:
       return 'null';
@@ -69,6 +75,6 @@ export function toQmpJsonPretty(value: unknown, indent = ''): string {
   }
   const obj = value as Record<string, unknown>;
   const keys = qdictKeyOrder(Object.keys(obj).filter((k) => obj[k] !== undefined));
-  const body = keys.map((k) => `${inner}${JSON.stringify(k)}: ${toQmpJsonPretty(obj[k], inner)}`).join(',\n');
+  const body = keys.map((k) => `${inner}${quote(k)}: ${toQmpJsonPretty(obj[k], inner)}`).join(',\n');
   return `{\n${body}${keys.length ? '\n' : ''}${indent}}`;
 }

@@ -262,6 +262,40 @@ describe('JsonStreamReader', () => {
     }
   });
 
+  describe('the fast path gives way to the state machine on', () => {
+    const cases: Array<[string, string, Expected[]]> = [
+      ['an escaped noncharacter', '{"a":"\\uFFFE"}', [parseError('\\uFFFE is not a valid Unicode character')]],
+      ['an escaped lone surrogate', '{"a":"\\uD800x"}', [parseError('\\uD800 is not a valid Unicode character')]],
+      ['an escaped NUL', '{"a":"\\u0000"}', [{ value: { a: '\u0000' } }]],
+      ['a raw noncharacter', '{"a":"\xef\xbf\xbe"}', [parseError('invalid UTF-8 sequence in string')]],
+      ['the overlong NUL', '{"a":"\xc0\x80"}', [{ value: { a: '\u0000' } }]],
+      ['a raw two-byte character', '{"a":"\xc3\xa9"}', [{ value: { a: '\u00e9' } }]],
+      ['DEL', '{"a":"\x7f"}', [{ value: { a: '\x7f' } }]],
+      ['zero with an exponent', '{"a":0e1}', [parseError('expected separator in dict')]],
+      ['a leading zero', '{"a":01}', [parseError("stray '01'"), parseError('expecting value')]],
+      ['a huge exponent', '{"a":1E400}', [{ value: { a: Infinity } }]],
+      ['an integer beyond 2^53', '{"a":9007199254740993}', [{ value: { a: 9007199254740993n } }]],
+      ['a float with a zero fraction', '{"a":1.0}', [{ value: { a: 1 } }]],
+      ['a single-quoted value', `{"a":'x'}`, [{ value: { a: 'x' } }]],
+      ['an escaped single quote', `{"a":"\\'"}`, [{ value: { a: "'" } }]],
+      ['a duplicate key', '{"a":1,"b":{},"a":1}', [parseError('duplicate key')]],
+      ['an invalid keyword', '{"a":tru}', [parseError("invalid keyword 'tru'")]],
+      ['a trailing comma', '{"a":1,}', [parseError('expecting value')]],
+      ['deep nesting', '{"a":' + '['.repeat(80) + ']'.repeat(80) + '}', [{ value: { a: JSON.parse('['.repeat(80) + ']'.repeat(80)) as unknown } }]],
+    ];
+    for (const [name, input, expected] of cases) {
+      it(`${name} (${JSON.stringify(input).slice(0, 60)})`, () => {
+        expect(asExpected(readWhole(input))).toEqual(expected);
+        expect(asExpected(readBytewise(input))).toEqual(expected);
+      });
+    }
+
+    it('a -0 member, which JSON.parse would read as -0', () => {
+      const [ev] = readWhole('{"a":-0}');
+      expect(Object.is((ev as { value: { a: number } }).value.a, 0)).toBe(true);
+    });
+  });
+
   describe('error recovery', () => {
     it('keeps serving the same stream after malformed input: the next valid message is delivered', () => {
       const input = 'garbage\n{"execute":"a"}\n{"a":1,"a":2}\n{"execute":"b"}\n"open\n{"execute":"c"}\n\xff{"execute":"d"}\n';
@@ -462,19 +496,19 @@ describe('JsonStreamReader', () => {
     it('keeps memory bounded while an endless string streams in', () => {
       v8.setFlagsFromString('--expose-gc');
       const gc = vm.runInNewContext('gc') as () => void;
-      const limits = { maxMessageBytes: 1 << 20 };
+      const limits = { maxMessageBytes: 256 * 1024 };
       const events: JsonReaderEvent[] = [];
       const reader = new JsonStreamReader((ev) => events.push(ev), limits);
       const chunk = Buffer.alloc(64 * 1024 + 1, 'a');
       reader.push(bytes('"'));
       gc();
       const before = process.memoryUsage();
-      for (let i = 0; i < 1024; i++) reader.push(chunk); // 64 MiB
+      for (let i = 0; i < 256; i++) reader.push(chunk); // 16 MiB
       gc();
       const after = process.memoryUsage();
       expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(4 << 20);
       expect(after.heapUsed - before.heapUsed).toBeLessThan(16 << 20);
-      // One size error per mebibyte of string; after the first, the 'a's are an endless keyword.
+      // One size error per 256 KiB of string; after the first, the 'a's are an endless keyword.
       expect(events.length).toBeGreaterThanOrEqual(60);
       expect(new Set(events.map((e) => (e.kind === 'error' ? e.message : 'value')))).toEqual(new Set([JSON_TOKEN_SIZE_LIMIT_EXCEEDED]));
     });
@@ -488,9 +522,13 @@ describe('JsonStreamReader', () => {
       expect(events.every((e) => e.kind === 'error' && e.message === JSON_NESTING_DEPTH_LIMIT_EXCEEDED)).toBe(true);
     });
 
+    const MiB = 1024 * 1024;
+    const aaaa = Buffer.alloc(64 * 1024, 'a');
+    const repeated = (chunk: Buffer, bytes: number): Buffer[] => Array.from({ length: bytes / chunk.length }, () => chunk);
+
     it('cuts a string of more than 64 MiB with the default limit, like the reference', () => {
-      const input = Buffer.concat([bytes('"'), Buffer.alloc(64 * 1024 * 1024 + 100, 'a'), bytes('" \n')]);
-      expect(asExpected(readWhole(input))).toEqual([
+      const chunks = [bytes('"'), ...repeated(aaaa, 64 * MiB), Buffer.alloc(100, 'a'), bytes('" \n')];
+      expect(asExpected(read(chunks))).toEqual([
         { error: JSON_TOKEN_SIZE_LIMIT_EXCEEDED },
         parseError(`invalid keyword '${'a'.repeat(100)}'`),
         parseError(`stray '" \n'`),
@@ -498,9 +536,8 @@ describe('JsonStreamReader', () => {
     });
 
     it('refuses two strings that add up to more than 64 MiB in one message, like the reference', () => {
-      const half = Buffer.alloc(32 * 1024 * 1024, 'a');
-      const input = Buffer.concat([bytes('["'), half, bytes('","'), half, bytes('"]\n')]);
-      expect(asExpected(readWhole(input))).toEqual([{ error: JSON_TOKEN_SIZE_LIMIT_EXCEEDED }, parseError('expecting value')]);
+      const chunks = [bytes('["'), ...repeated(aaaa, 32 * MiB), bytes('","'), ...repeated(aaaa, 32 * MiB), bytes('"]\n')];
+      expect(asExpected(read(chunks))).toEqual([{ error: JSON_TOKEN_SIZE_LIMIT_EXCEEDED }, parseError('expecting value')]);
     });
   });
 
