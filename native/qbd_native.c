@@ -613,6 +613,26 @@ static napi_value buffer_address_alignment(napi_env env,
   return result;
 }
 
+/* ---- descriptors ---------------------------------------------------------- */
+
+/* A second descriptor for the same open socket or file, close-on-exec: lets
+   one thread hand a connection to another, each closing its own copy. */
+static napi_value dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
+    return NULL;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_int32(env, copy, &result));
+  return result;
+}
+
 /* ---- module -------------------------------------------------------------- */
 
 NAPI_MODULE_INIT() {
@@ -638,6 +658,7 @@ NAPI_MODULE_INIT() {
        napi_enumerable, NULL},
       {"bufferAddressAlignment", NULL, buffer_address_alignment, NULL, NULL,
        NULL, napi_enumerable, NULL},
+      {"dupFd", NULL, dup_fd, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(
                      env, exports, sizeof(functions) / sizeof(functions[0]),

@@ -19,7 +19,12 @@ import { StdioChardev } from './qmp/chardev/stdio-chardev';
 import { blockCommands } from './qmp/commands/block';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
+import { blockJobCommands } from './qmp/commands/block-jobs';
+import { cancelAllJobs } from './jobs/job-registry';
 import { objectCommands } from './qmp/commands/objects';
+import { exportCommands } from './qmp/commands/exports';
+import { blockExportAdd, shutdownExports, type BlockExportOptions } from './exports/export-registry';
+import { listenAddress, nbdServerStart } from './exports/nbd/server-gs';
 import { Dispatcher } from './qmp/dispatcher';
 import { runExclusive } from './qmp/gs-queue';
 import { MonitorSession } from './qmp/monitor';
@@ -47,6 +52,8 @@ export class Daemon {
       ...blockCommands(),
       ...objectCommands(),
       ...jobCommands(),
+      ...blockJobCommands(),
+      ...exportCommands(),
     ]);
   }
 
@@ -86,9 +93,17 @@ export class Daemon {
       case 'monitor':
         this.addMonitor(action.value as Record<string, unknown>);
         return;
-      case 'nbd-server':
+      case 'nbd-server': {
+        const opts = this.typed(action, 'NbdServerOptions') as { addr: Record<string, unknown>; 'tls-creds'?: string; 'tls-authz'?: string; 'max-connections'?: number };
+        const config: Parameters<typeof nbdServerStart>[0] = { address: listenAddress(opts.addr, false), maxConnections: opts['max-connections'] ?? 0 };
+        if (opts['tls-creds'] !== undefined) config.tlsCreds = opts['tls-creds'];
+        if (opts['tls-authz'] !== undefined) config.tlsAuthz = opts['tls-authz'];
+        await nbdServerStart(config);
+        return;
+      }
       case 'export':
-        throw new Error(`--${action.option} is not supported by this version of qbd`);
+        await blockExportAdd(this.typed(action, 'BlockExportOptions') as unknown as BlockExportOptions);
+        return;
       case 'pidfile':
         this.pidfile = path.resolve(action.path);
         return;
@@ -166,8 +181,10 @@ export class Daemon {
     assertMainLoop();
     if (this.quitting) return;
     this.quitting = true;
+    await cancelAllJobs();
     await runExclusive(async () => {
       try {
+        await shutdownExports();
         await closeAllNodes();
         await stopAllContexts();
       } catch (err) {

@@ -30,3 +30,23 @@ export function allJobs(): Job[] {
   assertMainLoop();
   return [...jobs.values()];
 }
+
+/**
+ * At exit: cancels every job that has not concluded and waits (bounded)
+ * until each has, so its graph changes are undone before nodes close —
+ * QEMU's job_cancel_sync_all().
+ */
+export async function cancelAllJobs(timeoutMs = 10_000): Promise<void> {
+  assertMainLoop();
+  const live = (j: Job): boolean => j.status !== 'concluded' && j.status !== 'null' && j.status !== 'undefined';
+  const running = [...jobs.values()].filter(live);
+  for (const job of running) {
+    try {
+      void job.cancel(true)?.catch(() => undefined);
+    } catch {
+      // A job in a status that takes no cancel finishes on its own.
+    }
+  }
+  const deadline = Date.now() + timeoutMs;
+  while (running.some(live) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+}

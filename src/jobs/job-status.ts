@@ -27,11 +27,11 @@ export const TRANSITIONS = {
 
 /** The statuses in which each verb is accepted (QEMU's JobVerbTable). */
 export const VERBS = {
-  cancel: ['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending'],
+  cancel: ['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending', 'aborting'],
   pause: ['created', 'running', 'paused', 'ready', 'standby'],
   resume: ['created', 'running', 'paused', 'ready', 'standby'],
   'set-speed': ['created', 'running', 'paused', 'ready', 'standby'],
-  complete: ['ready'],
+  complete: ['ready', 'standby'],
   finalize: ['pending'],
   dismiss: ['concluded'],
 } as const satisfies Record<JobVerb, readonly JobStatus[]>;

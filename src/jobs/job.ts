@@ -4,12 +4,21 @@
  * that emits JOB_STATUS_CHANGE. The job's work is its driver's `run`; what
  * happens after it follows QEMU's order: waiting, pending, then (once
  * finalized) commit or abort, clean, concluded, and null once dismissed.
+ *
+ * Pausing is counted: a user pause and internal pauses (an error with
+ * on-*-error=stop) add up, and the job leaves `paused`/`standby` only when
+ * the count drops to zero. A job whose run ends while it is paused waits
+ * for its resume before it completes, as a QEMU job parked at a pause point.
  */
 import { assertMainLoop } from '../common/thread-context';
 import { log } from '../common/log';
 import { QmpError } from '../qmp/errors';
 import { emitEvent } from '../qmp/events';
+import { runExclusive } from '../qmp/gs-queue';
 import { canTransition, verbAllowed, type JobStatus, type JobVerb } from './job-status';
+
+/** QEMU's strerror(ECANCELED), which query-jobs shows for a cancelled job. */
+export const CANCELLED_ERROR = 'Operation canceled';
 
 /** What a kind of job does. Callbacks run in this order: run, then exactly one of commit/abort, then clean. */
 export interface JobDriver {
@@ -20,6 +29,24 @@ export interface JobDriver {
   clean?(job: Job): Promise<void> | void;
   /** job-complete, for jobs that reach `ready`. */
   complete?(job: Job): void;
+  /**
+   * A cancel request; returns whether it is a hard cancel. Without this
+   * callback every cancel is hard. A soft cancel (mirror after READY) ends
+   * the job as completed, without its final step.
+   */
+  cancel?(job: Job, force: boolean): boolean;
+  /** The pause count went from 0 to 1 (true) or back to 0 (false). */
+  pauseChanged?(job: Job, paused: boolean): void;
+}
+
+/** Extra events of a kind of job, emitted at QEMU's points (block jobs use these). */
+export interface JobEventHooks {
+  /** After the transition to `ready`. */
+  ready?(job: Job): void;
+  /** After the transition to `pending`, when the job does not finalize itself. */
+  pending?(job: Job): void;
+  /** After commit or abort and clean, before `concluded`. */
+  finished?(job: Job): void;
 }
 
 export interface JobOptions {
@@ -32,9 +59,15 @@ export class Job {
   progressCurrent = 0;
   progressTotal = 0;
   error: string | undefined;
+  /** A cancel was requested (soft or hard). */
   cancelled = false;
+  /** The cancel is hard: the job aborts. */
+  forceCancel = false;
   userPaused = false;
+  hooks: JobEventHooks = {};
   private pauseCount = 0;
+  private resumeWaiters: Array<() => void> = [];
+  private started = false;
 
   constructor(
     readonly id: string,
@@ -49,6 +82,11 @@ export class Job {
 
   get paused(): boolean {
     return this.pauseCount > 0;
+  }
+
+  /** Whether the job ends as cancelled (QEMU's job_is_cancelled). */
+  get isCancelled(): boolean {
+    return this.cancelled && this.forceCancel;
   }
 
   /** The one place a status changes and JOB_STATUS_CHANGE is emitted. */
@@ -67,12 +105,81 @@ export class Job {
     }
   }
 
-  /** Creates the job's status and starts its run; resolves once it is running. */
-  start(): void {
+  /** Enters `created` only: for jobs whose setup can still fail (then `failEarly`). */
+  create(): void {
     assertMainLoop();
     this.transition('created');
+  }
+
+  /** A job that failed before it started goes straight to null, as QEMU's job_early_fail. */
+  failEarly(): void {
+    assertMainLoop();
+    this.transition('null');
+    this.onGone(this);
+  }
+
+  /** Creates the job's status (unless `create` did) and starts its run. */
+  start(): void {
+    assertMainLoop();
+    if (this.status === 'undefined') this.transition('created');
+    this.started = true;
     this.transition('running');
     void this.runToEnd();
+  }
+
+  /** The run reports that all data is copied and the job waits for complete (mirror). */
+  setReady(): void {
+    assertMainLoop();
+    if (this.status !== 'running' && this.status !== 'paused') return;
+    if (this.status === 'paused') {
+      // Readiness reached while paused shows once the job resumes, as at QEMU's next pause point.
+      this.readyWhenResumed = true;
+      return;
+    }
+    this.transition('ready');
+    this.hooks.ready?.(this);
+  }
+
+  private readyWhenResumed = false;
+
+  get isReady(): boolean {
+    return this.status === 'ready' || this.status === 'standby';
+  }
+
+  /**
+   * Adds a pause (user or internal). The status follows at once, or, with
+   * `statusAtPausePoint`, once the run reports that it reached its pause
+   * point (`reachedPausePoint`).
+   */
+  pauseInternal(statusAtPausePoint = false): void {
+    assertMainLoop();
+    if (this.pauseCount++ > 0) return;
+    if (!statusAtPausePoint) this.reachedPausePoint();
+    this.driver.pauseChanged?.(this, true);
+  }
+
+  /** The run stopped at a pause point: a paused job shows it now. */
+  reachedPausePoint(): void {
+    assertMainLoop();
+    if (!this.paused) return;
+    if (this.status === 'running') this.transition('paused');
+    else if (this.status === 'ready') this.transition('standby');
+  }
+
+  /** Drops a pause; the last one lets the job run again. */
+  resumeInternal(): void {
+    assertMainLoop();
+    if (this.pauseCount === 0 || --this.pauseCount > 0) return;
+    if (this.status === 'paused') this.transition('running');
+    else if (this.status === 'standby') this.transition('ready');
+    this.driver.pauseChanged?.(this, false);
+    if (this.readyWhenResumed) {
+      this.readyWhenResumed = false;
+      this.setReady();
+    }
+    const waiters = this.resumeWaiters;
+    this.resumeWaiters = [];
+    for (const w of waiters) w();
   }
 
   private async runToEnd(): Promise<void> {
@@ -81,15 +188,21 @@ export class Job {
     } catch (err) {
       this.error = (err as Error).message;
     }
-    if (this.cancelled && !this.error) this.error = 'Operation cancelled';
+    // A job parked at a pause point completes only after its resume.
+    while (this.paused && !this.isCancelled) await new Promise<void>((resolve) => this.resumeWaiters.push(resolve));
+    if (this.isCancelled && this.error === undefined) this.error = CANCELLED_ERROR;
     try {
-      if (this.error === undefined) {
-        this.transition('waiting');
-        this.transition('pending');
-        if (this.options.autoFinalize) await this.finalizeNow();
-      } else {
-        await this.abortNow();
-      }
+      // Completion may change the graph: take the queue QMP commands take.
+      await runExclusive(async () => {
+        if (this.error === undefined) {
+          this.transition('waiting');
+          this.transition('pending');
+          if (this.options.autoFinalize) await this.finalizeNow();
+          else this.hooks.pending?.(this);
+        } else {
+          await this.abortNow();
+        }
+      });
     } catch (err) {
       log.error({ job: this.id, err: (err as Error).message }, 'job completion failed');
     }
@@ -103,6 +216,7 @@ export class Job {
       return this.abortNow();
     }
     await this.driver.clean?.(this);
+    this.hooks.finished?.(this);
     this.conclude();
   }
 
@@ -113,6 +227,7 @@ export class Job {
     } finally {
       await this.driver.clean?.(this);
     }
+    this.hooks.finished?.(this);
     this.conclude();
   }
 
@@ -132,19 +247,38 @@ export class Job {
     this.applyVerb('pause');
     if (this.userPaused) throw QmpError.generic('Job is already paused');
     this.userPaused = true;
-    this.pauseCount++;
+    this.pauseInternal();
   }
 
   resume(): void {
     if (!this.userPaused) throw QmpError.generic(`Can't resume a job that was not paused`);
     this.applyVerb('resume');
     this.userPaused = false;
-    this.pauseCount--;
+    this.resumeInternal();
   }
 
-  cancel(): void {
+  /**
+   * job-cancel is always hard; block-job-cancel passes its `force`. A job
+   * waiting in `pending` aborts at once: the returned promise ends with it.
+   */
+  cancel(force = true): Promise<void> | undefined {
     this.applyVerb('cancel');
+    const hard = this.driver.cancel ? this.driver.cancel(this, force) : true;
+    if (this.userPaused) {
+      this.userPaused = false;
+      this.resumeInternal();
+    }
     this.cancelled = true;
+    this.forceCancel ||= hard;
+    const waiters = this.resumeWaiters;
+    this.resumeWaiters = [];
+    for (const w of waiters) w();
+    if (this.status === 'pending' && this.started) {
+      // Already waiting for finalize: abort now, inside the command's turn of the queue.
+      this.error ??= CANCELLED_ERROR;
+      return this.abortNow();
+    }
+    return undefined;
   }
 
   complete(): void {

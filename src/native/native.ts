@@ -29,6 +29,10 @@
  * - alignedBuffer: a zeroed Buffer of no known alignment;
  *   bufferAddressAlignment always answers 1, so O_DIRECT users can tell.
  *
+ * `dupFd` (a second descriptor for an open socket, so one thread can hand a
+ * connection to another) is looked up on its own: an addon built before it
+ * existed still serves everything else, and dupFd then throws ENOTSUP.
+ *
  * seekData/seekHole move the descriptor's file position; qbd does positional
  * I/O only, so that does not matter.
  */
@@ -277,7 +281,7 @@ function addonCandidates(): string[] {
   ];
 }
 
-function loadAddon(): { ops: NativeOps } | { error: Error } {
+function loadAddon(): { ops: NativeOps; raw: Record<string, unknown> } | { error: Error } {
   if (process.env.QBD_NATIVE === 'off') return { error: new Error('native addon disabled by QBD_NATIVE=off') };
   const file = addonCandidates().find((candidate) => fs.existsSync(candidate));
   if (file === undefined) return { error: new Error(`native addon ${ADDON_FILE} not built`) };
@@ -287,7 +291,7 @@ function loadAddon(): { ops: NativeOps } | { error: Error } {
     // A stale build from an older version may lack functions: use none of it then.
     const missing = OPERATIONS.filter((name) => typeof addonModule.exports[name] !== 'function');
     if (missing.length > 0) return { error: new Error(`native addon ${file} lacks ${missing.join(', ')}`) };
-    return { ops: wrapAddon(addonModule.exports as unknown as NativeOps) };
+    return { ops: wrapAddon(addonModule.exports as unknown as NativeOps), raw: addonModule.exports };
   } catch (err) {
     return { error: err instanceof Error ? err : new Error(String(err)) };
   }
@@ -319,3 +323,22 @@ export const {
   alignedBuffer,
   bufferAddressAlignment,
 } = native;
+
+type DupFd = (fd: number) => number;
+
+function loadDupFd(): DupFd | undefined {
+  const fn = 'raw' in loaded ? loaded.raw.dupFd : undefined;
+  return typeof fn === 'function' ? (fn as DupFd) : undefined;
+}
+
+const addonDupFd = loadDupFd();
+
+/** True when dupFd works (the addon is loaded and has it). */
+export const dupFdAvailable: boolean = addonDupFd !== undefined;
+
+/** A new close-on-exec descriptor for the same open file or socket (fcntl F_DUPFD_CLOEXEC). */
+export function dupFd(fd: number): number {
+  checkInteger(fd, 'fd', 0, MAX_FD);
+  if (!addonDupFd) throw notSupported('fcntl(F_DUPFD_CLOEXEC)');
+  return addonDupFd(fd);
+}

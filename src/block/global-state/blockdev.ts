@@ -185,7 +185,10 @@ async function closeNode(node: BlockNode): Promise<void> {
   const children = node.children.map((c) => c.child);
   await drained([node, ...children], async () => {
     if (node.attached) {
-      await node.ctx.channel.request(proto.detachNode, { nodeName: node.name });
+      // The I/O half is gone even when its last flush failed; like QEMU's bdrv_close(), go on closing.
+      await node.ctx.channel
+        .request(proto.detachNode, { nodeName: node.name })
+        .catch((err: Error) => log.error({ node: node.name, err: err.message }, 'flush on close failed'));
       node.attached = false;
       node.ctx.nodes.delete(node.name);
     }
@@ -204,6 +207,8 @@ export async function blockdevDel(name: string): Promise<void> {
   const node = findNode(name);
   if (!node) throw QmpError.generic(`Failed to find node with node-name='${name}'`);
   if (!node.monitorOwned) throw QmpError.generic(`Node ${name} is not owned by the monitor`);
+  // A user that is not a node (an export) is checked first, with QEMU's words for a node attached to a BlockBackend.
+  if (node.parents.some((p) => p.parent.kind === 'backend')) throw QmpError.generic(`Node ${name} is in use`);
   if (node.parents.length > 0) throw QmpError.generic(`Block device ${name} is in use`);
   await closeNode(node);
 }

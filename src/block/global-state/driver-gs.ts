@@ -49,6 +49,8 @@ export interface GsDriver<S = any> {
   plainFilename?(node: BlockNode): string | undefined;
   /** Allocated bytes on the host for `actual-size`, when meaningful. */
   allocatedSize?(node: BlockNode): number | undefined;
+  /** Image facts a query shows (ImageInfo's cluster-size, dirty-flag, backing-filename…), for formats that have them. */
+  imageInfo?(node: BlockNode): ImageFacts;
   /** `format-specific` of ImageInfo (e.g. qcow2's compat, refcount-bits…). */
   formatSpecific?(node: BlockNode): Record<string, unknown> | undefined;
   /**
@@ -57,6 +59,15 @@ export interface GsDriver<S = any> {
    * through `ctx`.
    */
   create?(options: Record<string, unknown>, ctx: CreateContext): Promise<void>;
+}
+
+/** What a format driver reports for ImageInfo. */
+export interface ImageFacts {
+  clusterSize?: number;
+  dirtyFlag?: boolean;
+  /** The backing file name as the image records it. */
+  backingFilename?: string;
+  backingFormat?: string;
 }
 
 /** What a driver's `create` may use. */

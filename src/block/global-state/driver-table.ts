@@ -2,12 +2,18 @@
 import type { GsDriver } from './driver-gs';
 import { fileGs, hostDeviceGs } from '../drivers/file/gs';
 import { nullAioGs, nullCoGs } from '../drivers/null/gs';
+import { qcow2Gs } from '../drivers/qcow2/gs';
 import { rawGs } from '../drivers/raw/gs';
+import { mirrorTopGs } from '../drivers/mirror-top/gs';
+import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
 
 export const gsDrivers = new Map<string, GsDriver>([
   ['file', fileGs],
   ['host_device', hostDeviceGs],
   ['raw', rawGs],
+  ['qcow2', qcow2Gs],
   ['null-co', nullCoGs],
   ['null-aio', nullAioGs],
+  ['mirror_top', mirrorTopGs],
+  ['copy-before-write', copyBeforeWriteGs],
 ]);

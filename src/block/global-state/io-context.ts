@@ -31,7 +31,7 @@ export class IoContext {
       this.channel.close(`I/O context ${this.name} exited`);
       if (code !== 0 && !this.stopping) log.error({ context: this.name, code }, 'I/O context exited');
     });
-    this.channel.onNotification(proto.ioEvent, (ev) => ioEventHandler?.(this, ev));
+    this.channel.onNotification(proto.ioEvent, (ev) => ioEventHandlers.get(ev.kind)?.(this, ev));
   }
 
   get name(): string {
@@ -52,9 +52,9 @@ export class IoContext {
 }
 
 type IoEventHandler = (ctx: IoContext, ev: { kind: string; node?: string; data?: unknown }) => void;
-let ioEventHandler: IoEventHandler | undefined;
+const ioEventHandlers = new Map<string, IoEventHandler>();
 
-/** Where notifications from I/O contexts go (write thresholds, corrupt images, job progress). */
-export function setIoEventHandler(handler: IoEventHandler): void {
-  ioEventHandler = handler;
+/** Where notifications of one kind from I/O contexts go (a corrupt image, a write threshold, job progress). */
+export function onIoEvent(kind: string, handler: IoEventHandler): void {
+  ioEventHandlers.set(kind, handler);
 }

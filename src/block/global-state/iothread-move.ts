@@ -44,7 +44,7 @@ export async function moveToContext(node: BlockNode, target: IoContext, force: b
   const group = connected(node);
   const backendUser = group.flatMap((n) => n.parents).find((p) => p.parent.kind === 'backend');
   if (backendUser && !force) {
-    throw QmpError.generic(`Node ${node.name} is associated with a BlockBackend and could not be moved; use force=true to skip this check`);
+    throw QmpError.generic(`Node ${node.name} is associated with a BlockBackend and could be in use (use force=true to override this check)`);
   }
   if (group.every((n) => n.ctx === target)) return;
   const order = bottomUp(group);

@@ -5,7 +5,7 @@
 import { assertMainLoop } from '../../common/thread-context';
 import { toQmpJson } from '../../qmp/qmp-json';
 import { permList } from '../common/permissions';
-import type { BlockNode, GraphParent } from './block-node';
+import type { BackendParent, BdrvChild, BlockNode, GraphParent } from './block-node';
 import { allNodes } from './graph';
 
 /**
@@ -19,7 +19,9 @@ export function nodeFilename(node: BlockNode): string {
   if (own !== undefined) return own;
   const file = node.child('file');
   const hasStrong = node.driver.strongOptions.some((k) => node.options[k] !== undefined);
-  if (file && node.children.length === 1 && !hasStrong) {
+  // A backing file opened from the image's own header does not change what the node's name is.
+  const defining = node.children.filter((c) => !(c.role === 'backing' && c.child.autoNamed));
+  if (file && defining.length === 1 && !hasStrong) {
     // Only a plain file name passes through; a child described by options makes the parent's json: too.
     const inner = nodeFilename(file);
     if (!inner.startsWith('json:')) return inner;
@@ -47,22 +49,55 @@ function hasDriverInfo(node: BlockNode): boolean {
   return file !== undefined && hasDriverInfo(file);
 }
 
-export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
-  assertMainLoop();
-  const filename = nodeFilename(node);
+/** ImageInfo of a node, with its backing chain inlined as `backing-image`. */
+function imageInfo(node: BlockNode): Record<string, unknown> {
+  const facts = node.driver.imageInfo?.(node);
   const image: Record<string, unknown> = {
-    filename,
+    filename: nodeFilename(node),
     format: node.driver.descriptor.name,
     'virtual-size': node.length,
     'actual-size': node.driver.allocatedSize?.(node) ?? allocatedOfChildren(node),
   };
-  if (hasDriverInfo(node)) image['dirty-flag'] = false;
+  if (facts?.clusterSize !== undefined) image['cluster-size'] = facts.clusterSize;
+  if (hasDriverInfo(node)) image['dirty-flag'] = facts?.dirtyFlag ?? false;
+  const specific = node.driver.formatSpecific?.(node);
+  if (specific) image['format-specific'] = specific;
+  const backing = node.child('backing');
+  const backingName = backingFileName(node);
+  if (backingName !== undefined) {
+    image['backing-filename'] = backingName;
+    if (backing) image['full-backing-filename'] = nodeFilename(backing);
+    if (facts?.backingFormat !== undefined) image['backing-filename-format'] = facts.backingFormat;
+  }
+  if (backing) image['backing-image'] = imageInfo(backing);
+  return image;
+}
+
+/** The backing file name a query shows: the image's own record, else the backing node's name. */
+function backingFileName(node: BlockNode): string | undefined {
+  const recorded = node.driver.imageInfo?.(node)?.backingFilename;
+  if (recorded !== undefined) return recorded;
+  const backing = node.child('backing');
+  return backing ? nodeFilename(backing) : undefined;
+}
+
+function backingDepth(node: BlockNode): number {
+  const backing = node.child('backing');
+  return backing ? 1 + backingDepth(backing) : 0;
+}
+
+export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
+  assertMainLoop();
+  const image = imageInfo(node);
+  const filename = image.filename as string;
+  const backingName = backingFileName(node);
   return {
     file: filename,
     'node-name': node.name,
     ro: node.readOnly,
     drv: node.driver.descriptor.name,
-    backing_file_depth: 0,
+    ...(backingName !== undefined ? { backing_file: backingName } : {}),
+    backing_file_depth: backingDepth(node),
     encrypted: false,
     detect_zeroes: node.common.detectZeroes,
     bps: 0,
@@ -90,7 +125,11 @@ export function queryNamedBlockNodes(): Record<string, unknown>[] {
     .map(blockDeviceInfo);
 }
 
-/** x-debug-query-block-graph: ids in creation order, lists newest first. */
+/**
+ * x-debug-query-block-graph, numbered as QEMU numbers it: backends in
+ * creation order, each followed by its root node, then the other nodes in
+ * creation order; lists newest first.
+ */
 export function debugBlockGraph(): { nodes: unknown[]; edges: unknown[] } {
   assertMainLoop();
   const ids = new Map<GraphParent, number>();
@@ -101,17 +140,29 @@ export function debugBlockGraph(): { nodes: unknown[]; edges: unknown[] } {
     if (id === undefined) {
       id = ids.size + 1;
       ids.set(p, id);
-      nodes.unshift({ id, type: p.kind === 'node' ? 'block-driver' : p.graphType, name: p.name });
     }
     return id;
   };
+  const listed = new Set<GraphParent>();
+  const list = (p: GraphParent): void => {
+    if (listed.has(p)) return;
+    listed.add(p);
+    nodes.unshift({ id: idOf(p), type: p.kind === 'node' ? 'block-driver' : p.graphType, name: p.name });
+  };
+  const edge = (e: BdrvChild, parentId: number): void => {
+    edges.unshift({ parent: parentId, child: idOf(e.child), name: e.role, perm: permList(e.perm), 'shared-perm': permList(e.shared) });
+  };
   const all = allNodes();
-  for (const n of all) for (const e of n.parents) if (e.parent.kind !== 'node') idOf(e.parent);
+  const backendEdges = all.flatMap((n) => n.parents.filter((e) => e.parent.kind !== 'node'));
+  backendEdges.sort((a, b) => ((a.parent as BackendParent).serial ?? 0) - ((b.parent as BackendParent).serial ?? 0));
+  for (const e of backendEdges) {
+    list(e.parent);
+    edge(e, idOf(e.parent));
+  }
   for (const n of all) idOf(n);
+  for (const n of all) list(n);
   for (const n of all) {
-    for (const e of n.parents) {
-      edges.unshift({ parent: idOf(e.parent), child: idOf(n), name: e.role, perm: permList(e.perm), 'shared-perm': permList(e.shared) });
-    }
+    for (const e of n.parents) if (e.parent.kind === 'node') edge(e, idOf(e.parent));
   }
   return { nodes, edges };
 }

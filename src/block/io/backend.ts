@@ -15,33 +15,34 @@ export class IoBackend {
     return this.root.length;
   }
 
-  async read(offset: number, buf: Buffer): Promise<void> {
-    await waitWhileQuiesced(this.root);
-    return readNode(this.root, offset, buf);
+  // Each entry point calls straight through unless the root is drained: no extra promise on the fast path.
+  read(offset: number, buf: Buffer): Promise<void> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.read(offset, buf)) : readNode(this.root, offset, buf);
   }
 
-  async write(offset: number, buf: Buffer, flags: WriteFlags = {}): Promise<void> {
-    await waitWhileQuiesced(this.root);
-    return writeNode(this.root, offset, buf, flags);
+  write(offset: number, buf: Buffer, flags: WriteFlags = {}): Promise<void> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.write(offset, buf, flags)) : writeNode(this.root, offset, buf, flags);
   }
 
-  async writeZeroes(offset: number, bytes: number, flags: ZeroFlags = {}): Promise<void> {
-    await waitWhileQuiesced(this.root);
-    return writeZeroesNode(this.root, offset, bytes, flags);
+  writeZeroes(offset: number, bytes: number, flags: ZeroFlags = {}): Promise<void> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.writeZeroes(offset, bytes, flags)) : writeZeroesNode(this.root, offset, bytes, flags);
   }
 
-  async discard(offset: number, bytes: number): Promise<void> {
-    await waitWhileQuiesced(this.root);
-    return discardNode(this.root, offset, bytes);
+  discard(offset: number, bytes: number): Promise<void> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.discard(offset, bytes)) : discardNode(this.root, offset, bytes);
   }
 
-  async flush(): Promise<void> {
-    await waitWhileQuiesced(this.root);
-    return flushNode(this.root);
+  flush(): Promise<void> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.flush()) : flushNode(this.root);
   }
 
-  async blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
-    await waitWhileQuiesced(this.root);
-    return blockStatusNode(this.root, offset, bytes);
+  blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
+    const held = waitWhileQuiesced(this.root);
+    return held ? held.then(() => this.blockStatus(offset, bytes)) : blockStatusNode(this.root, offset, bytes);
   }
 }

@@ -4,7 +4,9 @@
  * the context's channel when the context starts.
  */
 import type { Channel } from '../../common/channel';
+import { installNbdService } from '../../exports/nbd/server-io';
 import type { IoGraph } from './io-graph';
+import { installJobService } from '../../jobs/io/job-service';
 
 export interface IoContextRuntime {
   readonly name: string;
@@ -14,4 +16,4 @@ export interface IoContextRuntime {
 
 export type ContextService = (runtime: IoContextRuntime) => void;
 
-export const contextServices: ContextService[] = [];
+export const contextServices: ContextService[] = [installNbdService, installJobService];

@@ -13,6 +13,8 @@ export interface IoDriver<S = unknown> {
   readonly name: string;
   /** Builds the I/O state from what GS `open` produced. */
   attach(desc: IoNodeDescriptor): S;
+  /** The node's current length, when it can change behind the GS half's back (a file its parent grew). */
+  currentLength?(state: S): number | undefined;
   /** Writes back caches and releases I/O resources; the GS half closes fds. */
   detach?(node: IoNode<S>): Promise<void>;
 

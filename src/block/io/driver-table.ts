@@ -2,12 +2,18 @@
 import type { IoDriver } from './driver-io';
 import { fileIo } from '../drivers/file/io';
 import { nullIo } from '../drivers/null/io';
+import { qcow2Io } from '../drivers/qcow2/io';
 import { rawIo } from '../drivers/raw/io';
+import { mirrorTopIo } from '../drivers/mirror-top/io';
+import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
 
 export const ioDrivers = new Map<string, IoDriver<any>>([
   ['file', fileIo],
   ['host_device', fileIo],
   ['raw', rawIo],
+  ['qcow2', qcow2Io],
   ['null-co', nullIo],
   ['null-aio', nullIo],
+  ['mirror_top', mirrorTopIo],
+  ['copy-before-write', copyBeforeWriteIo],
 ]);

@@ -36,6 +36,7 @@ export class IoNode<S = unknown> {
     this.detectZeroes = desc.detectZeroes;
     this.discardMode = desc.discard;
     this.state = driver.attach(desc);
+    this.length = driver.currentLength?.(this.state) ?? desc.length;
   }
 
   child(role: string): IoNode {

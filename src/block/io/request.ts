@@ -9,6 +9,7 @@
 import { IoError, STATUS, type BlockStatus, type WriteFlags, type ZeroFlags } from '../common/io-types';
 import type { IoNode } from './io-node';
 import { RangeLocks } from './range-locks';
+import { notifyAfter, notifyBefore, writeNotifiers, type WriteKind, type WriteNotifier } from './write-notifiers';
 
 const rmwLocks = new WeakMap<IoNode, RangeLocks>();
 
@@ -115,6 +116,29 @@ export async function writeNode(node: IoNode, offset: number, buf: Buffer, flags
   if (node.detectZeroes !== 'off' && isZeroBuffer(buf)) {
     return writeZeroesNode(node, offset, buf.length, { ...flags, mayUnmap: node.detectZeroes === 'unmap' && node.discardMode === 'unmap' });
   }
+  const hooks = writeNotifiers(node);
+  if (hooks) return withNotifiers(node, hooks, offset, buf.length, 'write', buf, () => writeData(node, offset, buf, flags));
+  return writeData(node, offset, buf, flags);
+}
+
+/** Runs a write-like request between the node's write notifiers, all counted in flight. */
+async function withNotifiers(node: IoNode, hooks: WriteNotifier[], offset: number, bytes: number, kind: WriteKind, data: Buffer | undefined, op: () => Promise<void>): Promise<void> {
+  begin(node);
+  let ok = false;
+  try {
+    await notifyBefore(hooks, offset, bytes);
+    await op();
+    ok = true;
+  } finally {
+    try {
+      await notifyAfter(hooks, offset, bytes, kind, data, ok);
+    } finally {
+      end(node);
+    }
+  }
+}
+
+async function writeData(node: IoNode, offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
   begin(node);
   try {
     if (isAligned(node, offset, buf.length)) {
@@ -160,6 +184,12 @@ export async function writeZeroesNode(node: IoNode, offset: number, bytes: numbe
   checkWritable(node);
   checkRange(node, offset, bytes);
   if (bytes === 0) return;
+  const hooks = writeNotifiers(node);
+  if (hooks) return withNotifiers(node, hooks, offset, bytes, 'zero', undefined, () => writeZeroesData(node, offset, bytes, flags));
+  return writeZeroesData(node, offset, bytes, flags);
+}
+
+async function writeZeroesData(node: IoNode, offset: number, bytes: number, flags: ZeroFlags): Promise<void> {
   const zeroFlags: ZeroFlags = { ...flags, mayUnmap: !!flags.mayUnmap && node.discardMode === 'unmap' };
   begin(node);
   try {
@@ -204,12 +234,17 @@ export async function discardNode(node: IoNode, offset: number, bytes: number): 
   const start = alignUp(offset, a);
   const stop = alignDown(offset + bytes, a);
   if (stop <= start) return;
-  begin(node);
-  try {
-    await node.driver.discard(node, start, stop - start);
-  } finally {
-    end(node);
-  }
+  const discard = node.driver.discard.bind(node.driver);
+  const op = async (): Promise<void> => {
+    begin(node);
+    try {
+      await discard(node, start, stop - start);
+    } finally {
+      end(node);
+    }
+  };
+  const hooks = writeNotifiers(node);
+  return hooks ? withNotifiers(node, hooks, start, stop - start, 'discard', undefined, op) : op();
 }
 
 export async function flushNode(node: IoNode): Promise<void> {

@@ -2,6 +2,7 @@
 import { defineCommand } from '../command';
 import { allJobs, findJob } from '../../jobs/job-registry';
 import { startCreateJob } from '../../jobs/create-job';
+import { blockJobOf } from '../../jobs/block-job';
 
 type JobArgs = { id: string };
 
@@ -13,10 +14,11 @@ export function jobCommands() {
     }),
     defineCommand<JobArgs>('job-resume', ({ id }) => {
       findJob(id).resume();
+      blockJobOf(id)?.clearIoStatus();
       return {};
     }),
-    defineCommand<JobArgs>('job-cancel', ({ id }) => {
-      findJob(id).cancel();
+    defineCommand<JobArgs>('job-cancel', async ({ id }) => {
+      await findJob(id).cancel();
       return {};
     }),
     defineCommand<JobArgs>('job-complete', ({ id }) => {
@@ -31,7 +33,12 @@ export function jobCommands() {
       findJob(id).dismiss();
       return {};
     }),
-    defineCommand('query-jobs', () => allJobs().map((j) => j.info())),
+    defineCommand('query-jobs', () =>
+      allJobs().map((j) => {
+        blockJobOf(j.id)?.syncProgress();
+        return j.info();
+      }),
+    ),
     defineCommand<{ 'job-id': string; options: Record<string, unknown> }>('blockdev-create', (args) => {
       startCreateJob(args['job-id'], args.options);
       return {};

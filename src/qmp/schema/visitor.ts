@@ -127,7 +127,12 @@ export class Visitor {
     let big = BigInt(v);
     // QEMU reads a negative JSON integer into a uint64 as its two's complement.
     if (type === 'uint64' && big < 0n && big >= -(2n ** 63n)) big += 2n ** 64n;
-    if (big < min || big > max) throw typeError(name, 'integer');
+    if (big < min || big > max) {
+      // A value that fits 64 bits but not the member's sized type fails QEMU's visit_type_<type>() range check.
+      const sized = type !== 'int' && type !== 'int64' && type !== 'uint64' && type !== 'size';
+      if (sized && big >= -(2n ** 63n) && big < 2n ** 64n) throw QmpError.generic(`Parameter '${name}' expects ${type}_t`);
+      throw typeError(name, 'integer');
+    }
     if (big !== BigInt(v)) return big;
     return typeof v === 'bigint' && big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }

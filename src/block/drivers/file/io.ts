@@ -61,6 +61,8 @@ function isUnsupported(err: unknown): boolean {
 export const fileIo: IoDriver<FileState> = {
   name: 'file',
   attach: (desc) => desc.state as FileState,
+  // A format above may have grown the file since the GS half sized it.
+  currentLength: (state) => (state.isBlockDevice ? undefined : fs.fstatSync(state.fd).size),
 
   async read(node, offset, buf) {
     try {

@@ -1,0 +1,121 @@
+/**
+ * NBD export benchmarks, qbd beside qemu-storage-daemon on the same 1 GiB
+ * raw file in the same run: nbdcopy sequential read and write, and fio's
+ * nbd engine doing 4 KiB random reads and writes at queue depth 32, on one
+ * connection and on four (IOPS and p99 completion latency).
+ * Run by hand: `npm run build && node dist/bench/nbd.js` (FIO_SECONDS=N to
+ * change the length of each fio run, default 8).
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { hasReference, start, type Started } from './daemons';
+import { printFigures, type Figure } from './report';
+
+type Which = 'qbd' | 'qsd';
+
+const SIZE = 1 << 30;
+const FIO_SECONDS = Number(process.env.FIO_SECONDS) || 8;
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+/** A file of `size` bytes of non-zero data (no holes, so reads move real bytes). */
+function makeImage(file: string, size: number): void {
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0 || 1, i);
+  const fd = fs.openSync(file, 'w');
+  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, chunk.length, off);
+  fs.closeSync(fd);
+}
+
+interface Served {
+  daemon: Started;
+  uri: string;
+}
+
+async function serve(which: Which, image: string): Promise<Served> {
+  const dir = fs.mkdtempSync(path.join(path.dirname(image), `${which}-`));
+  const sock = path.join(dir, 'nbd.sock');
+  const daemon = await start(which, [
+    '--blockdev', `driver=file,filename=${image},node-name=disk`,
+    '--nbd-server', `addr.type=unix,addr.path=${sock}`,
+    '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on',
+  ]);
+  while (!fs.existsSync(sock)) await new Promise((r) => setTimeout(r, 5));
+  return { daemon, uri: `nbd+unix:///disk?socket=${sock}` };
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+interface FioResult {
+  iops: number;
+  p99us: number;
+}
+
+async function fio(uri: string, rw: 'randread' | 'randwrite', jobs: number): Promise<FioResult> {
+  const out = await run('fio', [
+    '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, '--bs=4k', '--iodepth=32',
+    `--numjobs=${jobs}`, '--group_reporting', '--time_based', `--runtime=${FIO_SECONDS}`, '--ramp_time=1',
+    `--size=${SIZE}`, '--output-format=json',
+  ]);
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  const side = rw === 'randread' ? job.read : job.write;
+  return { iops: side.iops, p99us: (side.clat_ns?.percentile?.['99.000000'] ?? 0) / 1000 };
+}
+
+async function measure(which: Which, image: string, source: string): Promise<Map<string, number>> {
+  const s = await serve(which, image);
+  const m = new Map<string, number>();
+  try {
+    const readS = await timed(() => run('nbdcopy', ['--flush', s.uri, 'null:']));
+    m.set('nbdcopy sequential read', SIZE / (1 << 20) / readS);
+    const writeS = await timed(() => run('nbdcopy', ['--flush', source, s.uri]));
+    m.set('nbdcopy sequential write', SIZE / (1 << 20) / writeS);
+    for (const jobs of [1, 4]) {
+      for (const rw of ['randread', 'randwrite'] as const) {
+        const r = await fio(s.uri, rw, jobs);
+        const label = `fio 4k ${rw} QD32 ×${jobs} conn`;
+        m.set(`${label} IOPS`, r.iops);
+        m.set(`${label} p99`, r.p99us);
+      }
+    }
+  } finally {
+    await s.daemon.stop();
+  }
+  return m;
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync('/var/tmp/qbd-bench-nbd-');
+  try {
+    const image = path.join(dir, 'disk.raw');
+    const source = path.join(dir, 'source.raw');
+    makeImage(image, SIZE);
+    makeImage(source, SIZE);
+    const ours = await measure('qbd', image, source);
+    const theirs = hasReference() ? await measure('qsd', image, source) : undefined;
+    const figures: Figure[] = [...ours].map(([name, qbd]) => {
+      const lat = name.endsWith('p99');
+      const f: Figure = { name, unit: lat ? 'µs' : name.startsWith('nbdcopy') ? 'MiB/s' : 'IOPS', qbd, lowerIsBetter: lat };
+      const ref = theirs?.get(name);
+      if (ref !== undefined) f.qsd = ref;
+      return f;
+    });
+    printFigures(figures);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+void main().catch((err: Error) => {
+  console.error(err.message);
+  process.exit(1);
+});

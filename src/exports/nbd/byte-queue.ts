@@ -1,0 +1,66 @@
+/**
+ * Bytes received but not yet parsed. Chunks are kept as they arrived and
+ * joined only when a field spans two of them, so a large WRITE payload that
+ * arrives in one chunk is handed on without a copy.
+ */
+export class ByteQueue {
+  private chunks: Buffer[] = [];
+  length = 0;
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** Removes and returns the first `n` bytes; the caller checked `length >= n`. */
+  take(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first && first.length >= n) {
+      this.length -= n;
+      if (first.length === n) {
+        this.chunks.shift();
+        return first;
+      }
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const c = this.chunks[0]!;
+      const use = Math.min(c.length, n - at);
+      c.copy(out, at, 0, use);
+      at += use;
+      if (use === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(use);
+    }
+    this.length -= n;
+    return out;
+  }
+
+  /** Drops up to `n` bytes; returns how many were dropped. */
+  skip(n: number): number {
+    let left = n;
+    while (left > 0 && this.chunks.length > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= left) {
+        left -= c.length;
+        this.chunks.shift();
+      } else {
+        this.chunks[0] = c.subarray(left);
+        left = 0;
+      }
+    }
+    this.length -= n - left;
+    return n - left;
+  }
+
+  /** Everything still queued, as one buffer. */
+  drain(): Buffer {
+    const out = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.length = 0;
+    return out;
+  }
+}

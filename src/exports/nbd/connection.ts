@@ -1,0 +1,372 @@
+/**
+ * One client in the transmission phase, served in the I/O context its
+ * export's node lives in. Requests are checked here once (command, flags,
+ * bounds, read-only, sizes) and run concurrently on the node through an
+ * `IoBackend`, up to a per-connection cap; replies go out as each finishes.
+ */
+import type * as net from 'node:net';
+import { STATUS } from '../../block/common/io-types';
+import type { IoBackend } from '../../block/io/backend';
+import type { NbdExportEntry, NegotiatedState } from './messages';
+import {
+  CMD,
+  CMD_FLAG,
+  MAX_PAYLOAD,
+  META_ALLOCATION_DEPTH,
+  META_BASE_ALLOCATION,
+  NBD_ERR,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  SIMPLE_REPLY_MAGIC,
+  STATE_HOLE,
+  STATE_ZERO,
+  STRUCTURED_REPLY_MAGIC,
+  nbdErrorOf,
+} from './protocol';
+import { NbdFramingError, RequestParser, type NbdRequest } from './request-parser';
+
+/** Requests one connection may have in flight before it stops reading. */
+export const MAX_IN_FLIGHT = 32;
+/** Replies queued on the socket beyond which the connection stops reading until the client catches up. */
+const MAX_QUEUED_OUTPUT = 64 * 1024 * 1024;
+/** Descriptors per BLOCK_STATUS context reply. */
+const MAX_EXTENTS = 65536;
+
+/** Flags each command accepts besides FUA, which QEMU accepts (and ignores where it means nothing) on every command. */
+const ALLOWED_FLAGS: Record<number, number> = {
+  [CMD.READ]: CMD_FLAG.DF,
+  [CMD.WRITE]: 0,
+  [CMD.FLUSH]: 0,
+  [CMD.TRIM]: 0,
+  [CMD.CACHE]: 0,
+  [CMD.WRITE_ZEROES]: CMD_FLAG.NO_HOLE | CMD_FLAG.FAST_ZERO,
+  [CMD.BLOCK_STATUS]: CMD_FLAG.REQ_ONE,
+};
+
+/** An error to send as the request's reply. */
+class RequestError extends Error {
+  constructor(
+    readonly nbdError: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ServedExport {
+  readonly entry: NbdExportEntry;
+  readonly backend: IoBackend;
+  /** False once the node's I/O half has left this context (a forced move): requests must not reach it any more. */
+  alive(): boolean;
+}
+
+export class TransmissionConnection {
+  private readonly parser: RequestParser;
+  private inFlight = 0;
+  private disconnecting = false;
+  private socketClosed = false;
+  private corked = false;
+  private readonly closedWaiters: Array<() => void> = [];
+  /** The negotiated meta contexts, in id order. */
+  private readonly metaContexts: Array<[string, number]>;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly exp: ServedExport,
+    private readonly state: NegotiatedState,
+    leftover: Buffer,
+    private readonly onGone: (conn: TransmissionConnection) => void,
+  ) {
+    this.metaContexts = Object.entries(state.metaContexts).sort((a, b) => a[1] - b[1]);
+    this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req) });
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.socketClosed = true;
+      this.checkGone();
+    });
+    socket.on('drain', () => this.updateFlow());
+    if (leftover.length > 0) this.receive(leftover);
+    socket.resume();
+  }
+
+  /** Resolves once the socket is closed and no request is in flight. */
+  whenGone(): Promise<void> {
+    if (this.socketClosed && this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.closedWaiters.push(resolve));
+  }
+
+  /** Drops the client at once; requests in flight finish, their replies are lost. */
+  close(): void {
+    this.disconnecting = true;
+    this.socket.destroy();
+  }
+
+  private checkGone(): void {
+    if (!this.socketClosed || this.inFlight > 0) return;
+    this.onGone(this);
+    for (const w of this.closedWaiters.splice(0)) w();
+  }
+
+  private receive(chunk: Buffer): void {
+    try {
+      this.parser.push(chunk);
+    } catch (err) {
+      if (!(err instanceof NbdFramingError)) throw err;
+      this.socket.destroy();
+    }
+  }
+
+  /** Stops reading while too much is in flight or queued, and starts again once it drains. */
+  private updateFlow(): void {
+    const hold = this.disconnecting || this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_QUEUED_OUTPUT;
+    if (hold === this.parser.paused) return;
+    this.parser.paused = hold;
+    if (hold) {
+      this.socket.pause();
+    } else {
+      this.socket.resume();
+      try {
+        this.parser.run();
+      } catch {
+        this.socket.destroy();
+      }
+    }
+  }
+
+  private send(parts: Buffer[]): void {
+    if (this.socket.destroyed) return;
+    if (!this.corked) {
+      // Replies finished in the same turn leave in one write.
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    for (const p of parts) this.socket.write(p);
+  }
+
+  private simpleReply(req: NbdRequest, error: number, data?: Buffer): void {
+    const h = Buffer.allocUnsafe(16);
+    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    h.writeUInt32BE(error, 4);
+    req.handle.copy(h, 8);
+    this.send(data && data.length > 0 ? [h, data] : [h]);
+  }
+
+  private chunkHeader(req: NbdRequest, flags: number, type: number, length: number): Buffer {
+    const h = Buffer.allocUnsafe(20);
+    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+    h.writeUInt16BE(flags, 4);
+    h.writeUInt16BE(type, 6);
+    req.handle.copy(h, 8);
+    h.writeUInt32BE(length, 16);
+    return h;
+  }
+
+  private errorReply(req: NbdRequest, error: number, message: string): void {
+    if (!this.state.structuredReply) return this.simpleReply(req, error);
+    const msg = Buffer.from(message.slice(0, 4096));
+    const body = Buffer.allocUnsafe(6);
+    body.writeUInt32BE(error, 0);
+    body.writeUInt16BE(msg.length, 4);
+    this.send([this.chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, 6 + msg.length), body, msg]);
+  }
+
+  private doneReply(req: NbdRequest): void {
+    if (!this.state.structuredReply) return this.simpleReply(req, 0);
+    this.send([this.chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0)]);
+  }
+
+  private dispatch(req: NbdRequest): void {
+    if (req.type === CMD.DISC) {
+      // No reply: finish what is in flight, then close.
+      this.disconnecting = true;
+      this.updateFlow();
+      void this.whenIdle().then(() => this.socket.end());
+      return;
+    }
+    this.inFlight++;
+    this.updateFlow();
+    this.execute(req)
+      .catch((err: unknown) => {
+        if (err instanceof RequestError) return this.errorReply(req, err.nbdError, err.message);
+        const e = err as { code?: string; message?: string };
+        this.errorReply(req, nbdErrorOf(e.code), e.message ?? String(err));
+      })
+      .finally(() => {
+        this.inFlight--;
+        if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+        this.updateFlow();
+        this.checkGone();
+      });
+  }
+
+  private readonly idleWaiters: Array<() => void> = [];
+
+  private whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** The checks every request passes before it touches the node. */
+  private validate(req: NbdRequest): void {
+    const allowed = ALLOWED_FLAGS[req.type];
+    if (allowed === undefined) throw new RequestError(NBD_ERR.EINVAL, `unsupported command ${req.type}`);
+    const valid = CMD_FLAG.FUA | (req.type === CMD.READ && !this.state.structuredReply ? 0 : allowed);
+    if (req.flags & ~valid) throw new RequestError(NBD_ERR.EINVAL, `unsupported flags 0x${req.flags.toString(16)} for command ${req.type}`);
+    const writes = req.type === CMD.WRITE || req.type === CMD.WRITE_ZEROES || req.type === CMD.TRIM;
+    if (writes && !this.exp.entry.writable) throw new RequestError(NBD_ERR.EPERM, 'export is read-only');
+    if (req.oversized || (req.type === CMD.READ && req.length > MAX_PAYLOAD)) {
+      throw new RequestError(NBD_ERR.EINVAL, `length ${req.length} is larger than the maximum of ${MAX_PAYLOAD}`);
+    }
+    if (req.type === CMD.FLUSH) return;
+    const size = this.exp.backend.length;
+    if (req.offset > size || req.length > size - req.offset) {
+      const past = req.type === CMD.WRITE || req.type === CMD.WRITE_ZEROES ? NBD_ERR.ENOSPC : NBD_ERR.EINVAL;
+      throw new RequestError(past, `operation past the end of the export (offset ${req.offset}, length ${req.length}, size ${size})`);
+    }
+    if (req.type === CMD.BLOCK_STATUS) {
+      if (this.metaContexts.length === 0) throw new RequestError(NBD_ERR.EINVAL, 'no meta context was negotiated');
+      if (req.length === 0) throw new RequestError(NBD_ERR.EINVAL, 'block status of an empty range');
+    }
+  }
+
+  private async execute(req: NbdRequest): Promise<void> {
+    if (!this.exp.alive()) {
+      // The node now lives in another context: serving on from here would race with its new owner.
+      // Closed once this error reply has left.
+      setImmediate(() => this.close());
+      throw new RequestError(NBD_ERR.ESHUTDOWN, 'the export is shutting down');
+    }
+    this.validate(req);
+    const backend = this.exp.backend;
+    const fua = (req.flags & CMD_FLAG.FUA) !== 0 || this.exp.entry.writethrough;
+    switch (req.type) {
+      case CMD.READ:
+        return this.read(req);
+      case CMD.WRITE:
+        if (req.length > 0) await backend.write(req.offset, req.payload!, { fua });
+        return this.doneReply(req);
+      case CMD.WRITE_ZEROES:
+        if (req.length > 0) {
+          await backend.writeZeroes(req.offset, req.length, {
+            fua,
+            mayUnmap: (req.flags & CMD_FLAG.NO_HOLE) === 0,
+            noFallback: (req.flags & CMD_FLAG.FAST_ZERO) !== 0,
+          });
+        }
+        return this.doneReply(req);
+      case CMD.TRIM:
+        if (req.length > 0) await backend.discard(req.offset, req.length);
+        if (fua) await backend.flush();
+        return this.doneReply(req);
+      case CMD.FLUSH:
+        await backend.flush();
+        return this.doneReply(req);
+      case CMD.CACHE:
+        // Advisory: the node has no cache to fill; the range was checked.
+        return this.doneReply(req);
+      case CMD.BLOCK_STATUS:
+        return this.blockStatus(req);
+    }
+  }
+
+  private async read(req: NbdRequest): Promise<void> {
+    const backend = this.exp.backend;
+    if (!this.state.structuredReply) {
+      const buf = Buffer.allocUnsafe(req.length);
+      if (req.length > 0) await backend.read(req.offset, buf);
+      return this.simpleReply(req, 0, buf);
+    }
+    if (req.length === 0) return this.doneReply(req);
+    if (req.flags & CMD_FLAG.DF) {
+      const buf = Buffer.allocUnsafe(req.length);
+      await backend.read(req.offset, buf);
+      return this.sendChunks(req, [{ offset: req.offset, data: buf }]);
+    }
+    // Holes go out as hole chunks: the client learns they read as zero without the bytes crossing the wire.
+    const chunks: Array<{ offset: number; data?: Buffer; hole?: number }> = [];
+    const end = req.offset + req.length;
+    for (let pos = req.offset; pos < end; ) {
+      const st = await backend.blockStatus(pos, end - pos);
+      const len = st.bytes;
+      const last = chunks[chunks.length - 1];
+      if (st.status & STATUS.ZERO) {
+        if (last?.hole !== undefined) last.hole += len;
+        else chunks.push({ offset: pos, hole: len });
+      } else {
+        const data = Buffer.allocUnsafe(len);
+        await backend.read(pos, data);
+        chunks.push({ offset: pos, data });
+      }
+      pos += len;
+    }
+    this.sendChunks(req, chunks);
+  }
+
+  private sendChunks(req: NbdRequest, chunks: Array<{ offset: number; data?: Buffer; hole?: number }>): void {
+    const parts: Buffer[] = [];
+    chunks.forEach((c, i) => {
+      const flags = i === chunks.length - 1 ? REPLY_FLAG_DONE : 0;
+      if (c.data) {
+        // Chunk header and offset in one buffer, the data as it was read: two writes, no copy.
+        const h = Buffer.allocUnsafe(28);
+        h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+        h.writeUInt16BE(flags, 4);
+        h.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, 6);
+        req.handle.copy(h, 8);
+        h.writeUInt32BE(8 + c.data.length, 16);
+        h.writeBigUInt64BE(BigInt(c.offset), 20);
+        parts.push(h, c.data);
+      } else {
+        const h = this.chunkHeader(req, flags, REPLY_TYPE.OFFSET_HOLE, 12);
+        const body = Buffer.allocUnsafe(12);
+        body.writeBigUInt64BE(BigInt(c.offset));
+        body.writeUInt32BE(c.hole!, 8);
+        parts.push(h, body);
+      }
+    });
+    this.send(parts);
+  }
+
+  private async blockStatus(req: NbdRequest): Promise<void> {
+    const contexts = this.metaContexts;
+    const one = (req.flags & CMD_FLAG.REQ_ONE) !== 0;
+    const replies: Array<{ id: number; extents: Array<[number, number]> }> = [];
+    for (const [name, id] of contexts) {
+      const extents: Array<[number, number]> = [];
+      const end = req.offset + req.length;
+      for (let pos = req.offset; pos < end && extents.length < MAX_EXTENTS; ) {
+        const st = await this.exp.backend.blockStatus(pos, end - pos);
+        let flags: number;
+        if (name === META_BASE_ALLOCATION) {
+          flags = (st.status & STATUS.DATA ? 0 : STATE_HOLE) | (st.status & STATUS.ZERO ? STATE_ZERO : 0);
+        } else if (name === META_ALLOCATION_DEPTH) {
+          flags = st.status & STATUS.ALLOCATED ? (st.depth ?? 1) : 0;
+        } else {
+          flags = 0;
+        }
+        const last = extents[extents.length - 1];
+        if (last && last[1] === flags) last[0] += st.bytes;
+        else extents.push([st.bytes, flags]);
+        pos += st.bytes;
+        if (one) break;
+      }
+      replies.push({ id, extents });
+    }
+    const parts: Buffer[] = [];
+    replies.forEach((r, i) => {
+      const body = Buffer.allocUnsafe(4 + r.extents.length * 8);
+      body.writeUInt32BE(r.id, 0);
+      r.extents.forEach(([len, flags], j) => {
+        body.writeUInt32BE(len, 4 + j * 8);
+        body.writeUInt32BE(flags >>> 0, 8 + j * 8);
+      });
+      parts.push(this.chunkHeader(req, i === replies.length - 1 ? REPLY_FLAG_DONE : 0, REPLY_TYPE.BLOCK_STATUS, body.length), body);
+    });
+    this.send(parts);
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The NBD service of an I/O context. Every context keeps the exports it
+ * knows and serves the transmission phase of those whose node lives in it.
+ * The default context also owns the listening socket and runs negotiation;
+ * a client that chooses an export living in an iothread's context is handed
+ * over there by descriptor (through the main loop, which alone talks to
+ * every context). See docs/exports.md.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { strerror } from '../../common/errno';
+import { log } from '../../common/log';
+import { assertIoContext } from '../../common/thread-context';
+import { IoBackend } from '../../block/io/backend';
+import type { IoContextRuntime } from '../../block/io/context-services';
+import { dupFd, dupFdAvailable } from '../../native/native';
+import { TransmissionConnection } from './connection';
+import { greeting, Handshake, type ExportDirectory } from './handshake';
+import * as msg from './messages';
+
+interface KnownExport {
+  entry: msg.NbdExportEntry;
+  /** Present where the node lives. */
+  backend?: IoBackend;
+  readonly connections: Set<TransmissionConnection>;
+}
+
+/** The file descriptor under a connected socket (libuv's handle keeps it). */
+function socketFd(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+class NbdContextService implements ExportDirectory {
+  private readonly exports = new Map<string, KnownExport>();
+  private server: net.Server | undefined;
+  private params: msg.NbdListenParams | undefined;
+  /** Every socket this context accepted and still holds, negotiating or served. */
+  private readonly sockets = new Set<net.Socket>();
+  /** Connections handed to other contexts and still open there: they count against max-connections. */
+  private readonly handedOff = new Set<number>();
+  private nextTicket = 1;
+
+  constructor(private readonly runtime: IoContextRuntime) {}
+
+  // ---- ExportDirectory, for negotiation --------------------------------------
+
+  find(name: string): msg.NbdExportEntry | undefined {
+    return this.exports.get(name)?.entry;
+  }
+
+  list(): msg.NbdExportEntry[] {
+    return [...this.exports.values()].map((e) => e.entry);
+  }
+
+  sizeOf(entry: msg.NbdExportEntry): number {
+    return this.exports.get(entry.name)?.backend?.length ?? entry.size;
+  }
+
+  canServe(entry: msg.NbdExportEntry): boolean {
+    return entry.home === this.runtime.name || dupFdAvailable;
+  }
+
+  // ---- listening -------------------------------------------------------------
+
+  async listen(params: msg.NbdListenParams): Promise<void> {
+    assertIoContext();
+    if (this.server) throw new Error('NBD server already running');
+    const server = net.createServer((socket) => this.accept(socket));
+    const addr = params.address;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if (addr.type === 'unix') {
+        // A stale socket file from an earlier run would make bind fail.
+        try {
+          if (fs.statSync(addr.path).isSocket()) fs.unlinkSync(addr.path);
+        } catch {
+          // Nothing there.
+        }
+        server.listen(addr.path, () => resolve());
+      } else {
+        server.listen({ host: addr.host, port: addr.port, ipv6Only: addr.ipv6 === true && addr.ipv4 === false }, () => resolve());
+      }
+    }).catch((err: NodeJS.ErrnoException) => {
+      // Node reports a missing directory of a UNIX socket as EACCES; bind(2) says ENOENT.
+      const code = addr.type === 'unix' && !fs.existsSync(path.dirname(addr.path)) ? 'ENOENT' : err.code;
+      const where = addr.type === 'unix' ? ` to ${addr.path}` : '';
+      throw Object.assign(new Error(`Failed to bind socket${where}: ${strerror(code)}`), { code });
+    });
+    server.on('error', (err) => log.error({ err: err.message }, 'NBD listener failed'));
+    this.server = server;
+    this.params = params;
+  }
+
+  releaseTicket(ticket: number): void {
+    this.handedOff.delete(ticket);
+  }
+
+  async stopListening(): Promise<void> {
+    const server = this.server;
+    this.handedOff.clear();
+    this.server = undefined;
+    this.params = undefined;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    const params = this.params;
+    if (!params) return void socket.destroy();
+    if (params.maxConnections > 0 && this.sockets.size + this.handedOff.size >= params.maxConnections) {
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => socket.destroy(), params.handshakeTimeoutMs);
+    timer.unref();
+    const handshake = new Handshake(this, {
+      write: (buf) => {
+        if (!socket.destroyed) socket.write(buf);
+      },
+      close: () => {
+        clearTimeout(timer);
+        socket.end();
+        socket.destroySoon();
+      },
+      done: (entry, state, leftover) => {
+        clearTimeout(timer);
+        socket.removeListener('data', onData);
+        socket.pause();
+        if (entry.home === this.runtime.name) this.serve(socket, state, leftover);
+        else this.handOff(socket, state, leftover);
+      },
+    });
+    const onData = (chunk: Buffer): void => handshake.push(chunk);
+    socket.on('data', onData);
+    socket.write(greeting());
+  }
+
+  /** Moves a negotiated connection to the context its export lives in. */
+  private handOff(socket: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
+    const fd = socketFd(socket);
+    if (fd === undefined) return void socket.destroy();
+    // Stop libuv reading, then collect what the stream already buffered: it belongs to the new owner.
+    (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+    const parts = [leftover];
+    for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) parts.push(c);
+    let copy: number;
+    try {
+      copy = dupFd(fd);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'NBD connection could not be handed over');
+      return void socket.destroy();
+    }
+    socket.destroy();
+    const ticket = this.nextTicket++;
+    this.handedOff.add(ticket);
+    this.runtime.channel.request(msg.nbdHandoff, { fd: copy, ticket, state, leftover: Buffer.concat(parts) }).catch((err: Error) => {
+      log.error({ err: err.message }, 'NBD connection hand-over failed');
+      this.handedOff.delete(ticket);
+      fs.close(copy, () => undefined);
+    });
+  }
+
+  // ---- serving ---------------------------------------------------------------
+
+  private serve(socket: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
+    const known = this.exports.get(state.exportName);
+    if (!known?.backend) return void socket.destroy();
+    const backend = known.backend;
+    const graph = this.runtime.graph;
+    const served = { entry: known.entry, backend, alive: () => graph.nodes.get(known.entry.nodeName) === backend.root };
+    const conn = new TransmissionConnection(socket, served, state, leftover, (c) =>
+      known.connections.delete(c),
+    );
+    known.connections.add(conn);
+  }
+
+  adopt(params: msg.Handoff): void {
+    assertIoContext();
+    const socket = new net.Socket({ fd: params.fd, readable: true, writable: true });
+    socket.pause();
+    socket.setNoDelay(true);
+    this.sockets.add(socket);
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      this.runtime.channel.notify(msg.nbdClientGone, { ticket: params.ticket });
+    });
+    this.serve(socket, params.state, Buffer.from(params.leftover.buffer, params.leftover.byteOffset, params.leftover.byteLength));
+  }
+
+  exportAdd(entry: msg.NbdExportEntry): void {
+    assertIoContext();
+    const known: KnownExport = { entry, connections: new Set() };
+    if (entry.home === this.runtime.name) known.backend = new IoBackend(this.runtime.graph.get(entry.nodeName));
+    this.exports.set(entry.name, known);
+  }
+
+  async exportRemove(name: string): Promise<void> {
+    assertIoContext();
+    const known = this.exports.get(name);
+    if (!known) return;
+    this.exports.delete(name);
+    const conns = [...known.connections];
+    for (const c of conns) c.close();
+    await Promise.all(conns.map((c) => c.whenGone()));
+  }
+
+  clients(name: string): number {
+    return this.exports.get(name)?.connections.size ?? 0;
+  }
+}
+
+/** Installs the NBD service on a starting I/O context. */
+export function installNbdService(runtime: IoContextRuntime): void {
+  const service = new NbdContextService(runtime);
+  const ch = runtime.channel;
+  ch.onRequest(msg.nbdListen, (p) => service.listen(p));
+  ch.onRequest(msg.nbdStopListening, () => service.stopListening());
+  ch.onRequest(msg.nbdExportAdd, (e) => service.exportAdd(e));
+  ch.onRequest(msg.nbdExportRemove, ({ name }) => service.exportRemove(name));
+  ch.onRequest(msg.nbdExportClients, ({ name }) => service.clients(name));
+  ch.onRequest(msg.nbdAdopt, (p) => service.adopt(p));
+  ch.onNotification(msg.nbdReleaseTicket, ({ ticket }) => service.releaseTicket(ticket));
+}

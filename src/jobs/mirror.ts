@@ -1,0 +1,124 @@
+/**
+ * blockdev-mirror, the control half: checks the arguments in QEMU's order
+ * and with its words, inserts mirror_top above the source, arms the run
+ * half's dirty tracking in the same drained section, and at the end either
+ * pivots (the target takes the source's parents) or leaves the source in
+ * place; in both cases after a final copy inside a drained section, so the
+ * target is an exact copy.
+ */
+import { assertMainLoop } from '../common/thread-context';
+import { QmpError } from '../qmp/errors';
+import { PERM, PERM_ALL } from '../block/common/permissions';
+import type { BackendParent, BlockNode } from '../block/global-state/block-node';
+import { attachChild, findNode } from '../block/global-state/graph';
+import { moveToContext } from '../block/global-state/iothread-move';
+import { mirrorTopGs } from '../block/drivers/mirror-top/gs';
+import { jobFinalCopy, type MirrorRunParams, type OnError } from './common/job-control';
+import { BlockJob, type CommonJobArgs } from './block-job';
+import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
+
+export interface MirrorArgs extends CommonJobArgs {
+  target: string;
+  replaces?: string;
+  sync: 'top' | 'full' | 'none' | 'incremental' | 'bitmap';
+  granularity?: number;
+  'buf-size'?: number;
+  'copy-mode'?: 'background' | 'write-blocking';
+  /** drive-mirror only; blockdev-mirror always unmaps. */
+  unmap?: boolean;
+}
+
+const DEFAULT_GRANULARITY = 64 * 1024;
+const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
+
+export async function startMirror(args: MirrorArgs): Promise<void> {
+  assertMainLoop();
+  const source = lookupNode(args.device);
+  const target = lookupNode(args.target);
+  if (source === target) throw QmpError.generic(`Can't mirror node into itself`);
+  if (args.sync === 'incremental' || args.sync === 'bitmap') throw QmpError.generic(`Sync mode '${args.sync}' not supported`);
+  const granularity = args.granularity ?? 0;
+  if (granularity !== 0 && (granularity < 512 || granularity > 64 * 1024 * 1024)) {
+    throw QmpError.generic(`Parameter 'granularity' expects a value in range [512B, 64MB]`);
+  }
+  if (granularity & (granularity - 1)) throw QmpError.generic(`Parameter 'granularity' expects a power of 2`);
+  if ((args['buf-size'] ?? 0) < 0) throw QmpError.generic(`Invalid parameter 'buf-size'`);
+  if (args.replaces !== undefined) {
+    const replaced = findNode(args.replaces);
+    if (!replaced) throw QmpError.generic(`Failed to find node with node-name='${args.replaces}'`);
+    if (replaced !== source) {
+      throw QmpError.generic(
+        `Cannot replace '${args.replaces}' by a node mirrored from '${args.device}', because it cannot be guaranteed that doing so would not lead to an abrupt change of visible data`,
+      );
+    }
+  }
+  checkFilterName(args['filter-node-name']);
+
+  // The run half works on both nodes: they share the source's I/O context.
+  if (target.ctx !== source.ctx) await moveToContext(target, source.ctx, true);
+
+  const params: MirrorRunParams = {
+    kind: 'mirror',
+    source: source.name,
+    target: target.name,
+    sync: args.sync,
+    granularity: granularity || DEFAULT_GRANULARITY,
+    bufSize: Math.max(args['buf-size'] || DEFAULT_BUF_SIZE, granularity || DEFAULT_GRANULARITY),
+    copyMode: args['copy-mode'] ?? 'background',
+    unmap: args.unmap ?? true,
+    onSourceError: (args['on-source-error'] ?? 'report') as OnError,
+    onTargetError: (args['on-target-error'] ?? 'report') as OnError,
+  };
+
+  let filter: BlockNode | undefined;
+  let pivot = false;
+  const bj: BlockJob = new BlockJob(
+    args['job-id'] ?? '',
+    'mirror',
+    source.ctx,
+    {
+      complete: () => {
+        pivot = true;
+      },
+      hardCancel: (b, force) => force || !b.job.isReady,
+      async commit(b) {
+        // A soft cancel after READY ends as completed, without the pivot.
+        await finish(b, pivot && !b.job.cancelled);
+      },
+      async clean(b) {
+        if (filter) await finish(b, false);
+      },
+    },
+    { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },
+  );
+
+  /** Final copy (on success), drop the job's edges, remove mirror_top; its parents go to the target on pivot. */
+  const finish = async (b: BlockJob, toTarget: boolean): Promise<void> => {
+    const f = filter;
+    if (!f) return;
+    filter = undefined;
+    const success = b.job.error === undefined && !b.job.isCancelled;
+    await removeFilter(f, toTarget ? target : source, [source, target], async () => {
+      if (success) await b.ctx.channel.request(jobFinalCopy, { id: b.id });
+      b.dropEdges();
+    });
+  };
+
+  bj.job.create();
+  try {
+    bj.setSpeed(args.speed ?? 0);
+    filter = await insertFilter({ name: args['filter-node-name'], driver: mirrorTopGs, source, sourceRole: 'backing', others: [] }, [source, target], (f) => bj.withEdges(async () => {
+      bj.addEdge(f, 'main node', PERM.CONSISTENT_READ, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
+      bj.addEdge(source, 'source', 0, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
+      bj.addEdge(target, 'target', 0, PERM_ALL);
+      // The job writes the target through a BlockBackend of its own, which lets nobody else write it.
+      const backend: BackendParent = { kind: 'backend', name: '', graphType: 'block-backend' };
+      bj.edges.push(attachChild(backend, target, 'root', { perm: PERM.WRITE, shared: PERM.WRITE_UNCHANGED }));
+      await bj.prepare(params);
+    }));
+  } catch (err) {
+    bj.job.failEarly();
+    throw err;
+  }
+  bj.job.start();
+}
