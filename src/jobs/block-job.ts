@@ -15,6 +15,7 @@ import type { IoContext } from '../block/global-state/io-context';
 import { CANCEL_HARD, CANCEL_SOFT, JobControl, jobNotice, jobPrepare, jobRelease, jobRun, type JobNotice, type OnError, type RunParams } from './common/job-control';
 import type { Job, JobDriver } from './job';
 import { createJob } from './job-registry';
+import { registerDeleteBlocker } from '../block/global-state/blockdev';
 
 export type BlockJobType = 'mirror' | 'backup';
 
@@ -266,3 +267,9 @@ export function jobUsing(node: BlockNode): BlockJob | undefined {
   }
   return undefined;
 }
+
+registerDeleteBlocker((node) => {
+  const bj = jobUsing(node);
+  return bj ? `block device is in use by block job: ${bj.job.type}` : undefined;
+});
+

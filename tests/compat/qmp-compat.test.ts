@@ -61,6 +61,7 @@ const NEGOTIATION: Step[] = [
   { send: '{"execute":"query-version","id":1,"exec-oob":"query-version"}' },
   { send: '{"execute":"quit","arguments":null}' },
   { send: '{"execute":"x-debug-query-block-graph","arguments":{"a":1,"b":2}}' },
+  { send: '{"execute":"query-version","arguments":{"x":1,"y":2,"zz":3,"abc":4,"b":5,"a":6,"size":7,"driver":8,"file":9}}' },
 ];
 
 const OOB: Step[] = [
@@ -142,7 +143,18 @@ const OBJECTS: Step[] = [
   { send: '{"execute":"object-del","arguments":{"id":"io0"}}' },
 ];
 
-const SCRIPTS: Record<string, Step[]> = { negotiation: NEGOTIATION, oob: OOB, blockdev: BLOCKDEV, objects: OBJECTS };
+const BUSY_NODES: Step[] = [
+  { send: '{"execute":"qmp_capabilities"}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"src","size":1073741824,"latency-ns":100000000}}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"dst","size":1073741824}}' },
+  { send: '{"execute":"blockdev-mirror","arguments":{"job-id":"m1","device":"src","target":"dst","sync":"full","speed":1024}}' },
+  { send: '{"execute":"blockdev-del","arguments":{"node-name":"src"}}' },
+  { send: '{"execute":"blockdev-del","arguments":{"node-name":"dst"}}' },
+  { send: '{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"dst","iothread":null}}' },
+  { send: '{"execute":"block-job-cancel","arguments":{"device":"m1","force":true}}' },
+];
+
+const SCRIPTS: Record<string, Step[]> = { negotiation: NEGOTIATION, oob: OOB, blockdev: BLOCKDEV, objects: OBJECTS, 'busy nodes': BUSY_NODES };
 
 describe.skipIf(!toolAvailable('qemu-storage-daemon'))('qbd answers like qemu-storage-daemon', () => {
   const results: Record<string, { ours: unknown[]; theirs: unknown[] }> = {};

@@ -201,14 +201,25 @@ async function closeNode(node: BlockNode): Promise<void> {
   }
 }
 
-/** blockdev-del. */
+/** Reasons a node cannot be deleted right now (QEMU's op blockers), registered by its users: jobs. */
+const deleteBlockers: Array<(node: BlockNode) => string | undefined> = [];
+
+export function registerDeleteBlocker(blocker: (node: BlockNode) => string | undefined): void {
+  deleteBlockers.push(blocker);
+}
+
+/** blockdev-del, with QEMU's checks in QEMU's order. */
 export async function blockdevDel(name: string): Promise<void> {
   assertMainLoop();
   const node = findNode(name);
   if (!node) throw QmpError.generic(`Failed to find node with node-name='${name}'`);
-  if (!node.monitorOwned) throw QmpError.generic(`Node ${name} is not owned by the monitor`);
   // A user that is not a node (an export) is checked first, with QEMU's words for a node attached to a BlockBackend.
-  if (node.parents.some((p) => p.parent.kind === 'backend')) throw QmpError.generic(`Node ${name} is in use`);
+  if (node.parents.some((p) => p.parent.kind === 'backend' && p.parent.graphType === 'block-backend')) throw QmpError.generic(`Node ${name} is in use`);
+  for (const blocked of deleteBlockers) {
+    const reason = blocked(node);
+    if (reason) throw QmpError.generic(`Node '${name}' is busy: ${reason}`);
+  }
+  if (!node.monitorOwned) throw QmpError.generic(`Node ${name} is not owned by the monitor`);
   if (node.parents.length > 0) throw QmpError.generic(`Block device ${name} is in use`);
   await closeNode(node);
 }
