@@ -206,3 +206,29 @@ describe('the daemon process', () => {
     expect(await new Promise((r) => proc.on('exit', r))).toBe(0);
   });
 });
+
+describe('events', () => {
+  it('reach every monitor that finished negotiation, in the same order, and no monitor that did not', async () => {
+    const [tcp, silent] = [await freePort(), await freePort()];
+    daemon = await startDaemon('qbd', [
+      '--chardev', `socket,id=m1,host=127.0.0.1,port=${tcp},server=on,wait=off`, '--monitor', 'chardev=m1',
+      '--chardev', `socket,id=m2,host=127.0.0.1,port=${silent},server=on,wait=off`, '--monitor', 'chardev=m2',
+    ]);
+    const a = await daemon.client();
+    const b = await QmpTestClient.tcp(tcp);
+    await b.negotiate();
+    const notNegotiated = await QmpTestClient.tcp(silent);
+    const file = path.join(daemon.dir, 'created.raw');
+    await a.cmd('blockdev-create', { 'job-id': 'j1', options: { driver: 'file', filename: file, size: 1 << 20 } });
+    for (const m of [a, b]) {
+      const statuses: string[] = [];
+      while (statuses[statuses.length - 1] !== 'concluded') statuses.push((await m.waitEvent('JOB_STATUS_CHANGE')).data.status);
+      expect(statuses).toEqual(['created', 'running', 'waiting', 'pending', 'concluded']);
+    }
+    expect(fs.statSync(file).size).toBe(1 << 20);
+    await a.cmd('job-dismiss', { id: 'j1' });
+    expect((await b.waitEvent('JOB_STATUS_CHANGE')).data).toEqual({ id: 'j1', status: 'null' });
+    expect(notNegotiated.events).toEqual([]);
+    [a, b, notNegotiated].forEach((m) => m.close());
+  });
+});
