@@ -493,7 +493,7 @@ describe('JsonStreamReader', () => {
       expect(asExpected(readBytewise('"aaaaaaaaaabb cc\n', limits))).toEqual(asExpected(readWhole('"aaaaaaaaaabb cc\n', limits)));
     });
 
-    it('keeps memory bounded while an endless string streams in', () => {
+    it('keeps memory bounded while an endless string streams in', async () => {
       v8.setFlagsFromString('--expose-gc');
       const gc = vm.runInNewContext('gc') as () => void;
       const limits = { maxMessageBytes: 256 * 1024 };
@@ -501,15 +501,25 @@ describe('JsonStreamReader', () => {
       const reader = new JsonStreamReader((ev) => events.push(ev), limits);
       const chunk = Buffer.alloc(64 * 1024 + 1, 'a');
       reader.push(bytes('"'));
-      gc();
+      // Warm up first, so one-off allocations (of this test or earlier ones) are not counted:
+      // what matters is that memory does not grow with the input.
+      // V8 frees ArrayBuffer memory on a background sweeper after a GC: give it time before reading the figures.
+      const settle = async () => {
+        for (let i = 0; i < 3; i++) {
+          gc();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      for (let i = 0; i < 64; i++) reader.push(chunk); // 4 MiB
+      await settle();
       const before = process.memoryUsage();
-      for (let i = 0; i < 256; i++) reader.push(chunk); // 16 MiB
-      gc();
+      for (let i = 0; i < 512; i++) reader.push(chunk); // 32 MiB more
+      await settle();
       const after = process.memoryUsage();
-      expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(4 << 20);
+      expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(8 << 20);
       expect(after.heapUsed - before.heapUsed).toBeLessThan(16 << 20);
       // One size error per 256 KiB of string; after the first, the 'a's are an endless keyword.
-      expect(events.length).toBeGreaterThanOrEqual(60);
+      expect(events.length).toBeGreaterThanOrEqual(140);
       expect(new Set(events.map((e) => (e.kind === 'error' ? e.message : 'value')))).toEqual(new Set([JSON_TOKEN_SIZE_LIMIT_EXCEEDED]));
     });
 
