@@ -26,6 +26,7 @@ import { exportCommands } from './qmp/commands/exports';
 import { blockExportAdd, shutdownExports, type BlockExportOptions } from './exports/export-registry';
 import { listenAddress, nbdServerStart } from './exports/nbd/server-gs';
 import { Dispatcher } from './qmp/dispatcher';
+import { QmpError } from './qmp/errors';
 import { runExclusive } from './qmp/gs-queue';
 import { MonitorSession } from './qmp/monitor';
 import { loadSchema, SCHEMA_DIR, type Schema } from './qmp/schema/schema';
@@ -70,7 +71,8 @@ export class Daemon {
         await this.applyOne(action);
       } catch (err) {
         const where = 'location' in action ? `${action.location}: ` : '';
-        throw new StartupError(`qbd: ${where}${(err as Error).message}`);
+        const hint = err instanceof QmpError && err.hint ? `\n${err.hint}` : '';
+        throw new StartupError(`qbd: ${where}${(err as Error).message}${hint}`);
       }
     }
   }

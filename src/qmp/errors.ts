@@ -9,12 +9,14 @@ export class QmpError extends Error {
   constructor(
     readonly errorClass: QmpErrorClass,
     readonly desc: string,
+    /** Advice for a person (QEMU's error hint): printed on the command line, never sent over QMP. */
+    readonly hint?: string,
   ) {
     super(desc);
   }
 
-  static generic(desc: string): QmpError {
-    return new QmpError('GenericError', desc);
+  static generic(desc: string, hint?: string): QmpError {
+    return new QmpError('GenericError', desc, hint);
   }
 
   static commandNotFound(name: string): QmpError {

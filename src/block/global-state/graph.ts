@@ -110,7 +110,15 @@ export function attachChild(parent: GraphParent, child: BlockNode, role: string,
   const edge: BdrvChild = { role, parent, child, perm: want.perm, shared: want.shared };
   child.parents.push(edge);
   if (parent.kind === 'node') parent.children.push(edge);
-  refreshPerms(child);
+  try {
+    refreshPerms(child);
+  } catch (err) {
+    // A permission the graph below refused (an image lock another process holds): undo the edge.
+    child.parents.splice(child.parents.indexOf(edge), 1);
+    if (parent.kind === 'node') parent.children.splice(parent.children.indexOf(edge), 1);
+    refreshPerms(child);
+    throw err;
+  }
   return edge;
 }
 

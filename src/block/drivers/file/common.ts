@@ -7,4 +7,6 @@ export interface FileState {
   direct: boolean;
   /** Memory alignment O_DIRECT needs for buffers. */
   bufferAlignment: number;
+  /** Whether the node takes QEMU-compatible image locks (locking=on, or auto with OFD locks available). */
+  locking: boolean;
 }

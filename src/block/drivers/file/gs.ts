@@ -11,6 +11,18 @@ import { strerror } from '../../../common/errno';
 import { PERM_ALL } from '../../common/permissions';
 import * as native from '../../../native/native';
 import type { FileState } from './common';
+import { applyImageLocks, type HeldLocks } from './image-locks';
+
+/** The image locks each file node holds now (GS-only: the I/O half never locks). */
+const heldLocks = new WeakMap<BlockNode, HeldLocks>();
+
+function useLocking(option: unknown): boolean {
+  if (option === 'off') return false;
+  if (option === 'on' && !native.nativeAvailable) {
+    throw QmpError.generic('locking=on needs OFD locks, which this build cannot take (the native addon is not built)');
+  }
+  return native.nativeAvailable;
+}
 
 /** O_DIRECT buffer alignment; also the request alignment on regular files (QEMU probes; 4 KiB is always safe). */
 const DIRECT_ALIGNMENT = 4096;
@@ -62,7 +74,7 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
           requestAlignment = isBlockDevice && native.nativeAvailable ? native.logicalBlockSize(fd) : DIRECT_ALIGNMENT;
         }
         return {
-          state: { fd, filename, isBlockDevice, direct: ctx.cacheDirect, bufferAlignment: DIRECT_ALIGNMENT },
+          state: { fd, filename, isBlockDevice, direct: ctx.cacheDirect, bufferAlignment: DIRECT_ALIGNMENT, locking: useLocking(options.locking) },
           length,
           requestAlignment,
           readOnly,
@@ -78,6 +90,14 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
     },
 
     childPerms: () => ({ perm: 0, shared: PERM_ALL }),
+
+    setPerms(node, perm, shared) {
+      const st = node.state as FileState;
+      if (!st.locking) return;
+      // force-share (read-only by construction) denies nothing to others.
+      const effectiveShared = node.common.forceShare ? PERM_ALL : shared;
+      heldLocks.set(node, applyImageLocks(st.fd, st.filename, heldLocks.get(node) ?? { perm: 0, unshared: 0 }, perm, effectiveShared));
+    },
 
     plainFilename: (node) => (node.state as FileState).filename,
 
