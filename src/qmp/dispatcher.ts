@@ -4,6 +4,7 @@
  * handler. Every check and its wording follow qemu-storage-daemon.
  */
 import { log } from '../common/log';
+import { ChannelError } from '../common/channel';
 import type { CommandHandler } from './command';
 import { QmpError, toQmpError } from './errors';
 import type { MonitorSession } from './monitor';
@@ -51,7 +52,8 @@ export class Dispatcher {
       if (hasId) reply.id = id;
       return reply;
     } catch (err) {
-      if (!(err instanceof QmpError)) log.error({ err }, 'command failed unexpectedly');
+      // I/O errors from a context (ChannelError) are answers too; anything else is a bug worth a log line.
+      if (!(err instanceof QmpError) && !(err instanceof ChannelError)) log.error({ err }, 'command failed unexpectedly');
       return errorReply(toQmpError(err), id, hasId);
     }
   }

@@ -154,7 +154,22 @@ const BUSY_NODES: Step[] = [
   { send: '{"execute":"block-job-cancel","arguments":{"device":"m1","force":true}}' },
 ];
 
-const SCRIPTS: Record<string, Step[]> = { negotiation: NEGOTIATION, oob: OOB, blockdev: BLOCKDEV, objects: OBJECTS, 'busy nodes': BUSY_NODES };
+const RESIZE: Step[] = [
+  { send: '{"execute":"qmp_capabilities"}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n"}}' },
+  { send: '{"execute":"block_resize","arguments":{"node-name":"n","size":1048576}}' },
+  { send: '{"execute":"block_resize","arguments":{"node-name":"zz","size":1048576}}' },
+  { send: '{"execute":"block_resize","arguments":{"size":1048576}}' },
+  { send: '{"execute":"block_resize","arguments":{"node-name":"n","size":-1}}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"$DIR/disk.raw","node-name":"rf"}}}' },
+  { send: '{"execute":"block_resize","arguments":{"node-name":"r","size":2097152}}' },
+  { send: '{"execute":"block_resize","arguments":{"node-name":"r","size":1000}}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"w","offset":0,"size":4096,"file":"rf"}}' },
+  { send: '{"execute":"block_resize","arguments":{"device":"r","size":4194304}}' },
+  { send: '{"execute":"query-named-block-nodes"}', exact: true },
+];
+
+const SCRIPTS: Record<string, Step[]> = { negotiation: NEGOTIATION, oob: OOB, blockdev: BLOCKDEV, objects: OBJECTS, 'busy nodes': BUSY_NODES, resize: RESIZE };
 
 describe.skipIf(!toolAvailable('qemu-storage-daemon'))('qbd answers like qemu-storage-daemon', () => {
   const results: Record<string, { ours: unknown[]; theirs: unknown[] }> = {};

@@ -35,6 +35,8 @@ export interface ChildPerms {
 
 export interface GsDriver<S = any> {
   readonly descriptor: BlockDriverDescriptor;
+  /** Whether QEMU's driver answers bdrv_get_info(), which decides whether queries show `dirty-flag`. */
+  readonly hasDriverInfo?: boolean;
   /** Options that identify the node's content for `json:` filenames (QEMU's strong runtime options). */
   readonly strongOptions: readonly string[];
 
@@ -47,6 +49,8 @@ export interface GsDriver<S = any> {
   setPerms?(node: BlockNode, perm: number, shared: number): void;
   /** The file name a query shows, when the node has one of its own (a path, an URI). */
   plainFilename?(node: BlockNode): string | undefined;
+  /** The node's length now, when it can change behind the GS half's back (a file a format grew). */
+  currentLength?(node: BlockNode): number | undefined;
   /** Allocated bytes on the host for `actual-size`, when meaningful. */
   allocatedSize?(node: BlockNode): number | undefined;
   /** Image facts a query shows (ImageInfo's cluster-size, dirty-flag, backing-filename…), for formats that have them. */

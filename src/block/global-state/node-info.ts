@@ -44,7 +44,7 @@ function fullOptions(node: BlockNode): Record<string, unknown> {
 
 /** Whether QEMU's bdrv_get_info() succeeds on the node, which decides whether `dirty-flag` is shown. */
 function hasDriverInfo(node: BlockNode): boolean {
-  if (node.driver.descriptor.kind === 'protocol') return node.driver.plainFilename !== undefined;
+  if (node.driver.descriptor.kind === 'protocol') return node.driver.hasDriverInfo === true;
   const file = node.child('file');
   return file !== undefined && hasDriverInfo(file);
 }

@@ -279,7 +279,7 @@ export async function blockStatusNode(node: IoNode, offset: number, bytes: numbe
 export async function truncateNode(node: IoNode, length: number, exact: boolean, preallocation: string): Promise<number> {
   checkWritable(node);
   if (!Number.isSafeInteger(length) || length < 0) throw new IoError('EINVAL', `invalid length ${length}`);
-  if (!node.driver.truncate) throw new IoError('ENOTSUP', `node ${node.name} cannot be resized`);
+  if (!node.driver.truncate) throw new IoError('ENOTSUP', 'Image format driver does not support resize');
   begin(node);
   try {
     node.length = await node.driver.truncate(node, length, exact, preallocation);

@@ -5,6 +5,7 @@ import { blockdevAdd, blockdevDel } from '../../block/global-state/blockdev';
 import { findNode } from '../../block/global-state/graph';
 import { findIothreadContext, getDefaultContext } from '../../block/global-state/io-contexts';
 import { moveToContext } from '../../block/global-state/iothread-move';
+import { blockResize } from '../../block/global-state/resize';
 import { debugBlockGraph, queryNamedBlockNodes } from '../../block/global-state/node-info';
 
 export function blockCommands() {
@@ -18,6 +19,10 @@ export function blockCommands() {
       return {};
     }),
     defineCommand<{ flat?: boolean }>('query-named-block-nodes', () => queryNamedBlockNodes()),
+    defineCommand<{ device?: string; 'node-name'?: string; size: number }>('block_resize', async (args) => {
+      await blockResize(args.device, args['node-name'], args.size);
+      return {};
+    }),
     defineCommand('x-debug-query-block-graph', () => debugBlockGraph()),
     defineCommand<{ 'node-name': string; iothread: string | null; force?: boolean }>('x-blockdev-set-iothread', async (args) => {
       const node = findNode(args['node-name']);

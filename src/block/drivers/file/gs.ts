@@ -24,6 +24,11 @@ function useLocking(option: unknown): boolean {
   return native.nativeAvailable;
 }
 
+/** QEMU counts a node's length in 512-byte sectors: a file's last partial sector reads as zeros. */
+function sectorAligned(bytes: number): number {
+  return Math.ceil(bytes / 512) * 512;
+}
+
 /** O_DIRECT buffer alignment; also the request alignment on regular files (QEMU probes; 4 KiB is always safe). */
 const DIRECT_ALIGNMENT = 4096;
 
@@ -53,6 +58,7 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
   return {
     descriptor: { name, kind: 'protocol' },
     strongOptions: ['filename'],
+    hasDriverInfo: true,
 
     async open(ctx, options) {
       const filename = String(options.filename);
@@ -68,7 +74,7 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
           throw QmpError.generic(`'host_device' driver requires '${filename}' to be either a character or block device`);
         }
         if (st.isDirectory()) throw QmpError.generic(`'${name}' driver requires '${filename}' to be a regular file`);
-        const length = isBlockDevice && native.nativeAvailable ? native.blockDeviceSize(fd) : st.size;
+        const length = isBlockDevice && native.nativeAvailable ? native.blockDeviceSize(fd) : sectorAligned(st.size);
         let requestAlignment = 1;
         if (ctx.cacheDirect) {
           requestAlignment = isBlockDevice && native.nativeAvailable ? native.logicalBlockSize(fd) : DIRECT_ALIGNMENT;
@@ -100,6 +106,11 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
     },
 
     plainFilename: (node) => (node.state as FileState).filename,
+
+    currentLength(node) {
+      const st = fs.fstatSync((node.state as FileState).fd);
+      return st.isBlockDevice() ? undefined : sectorAligned(st.size);
+    },
 
     create: name === 'file' ? createFile : undefined,
 

@@ -62,7 +62,7 @@ export const fileIo: IoDriver<FileState> = {
   name: 'file',
   attach: (desc) => desc.state as FileState,
   // A format above may have grown the file since the GS half sized it.
-  currentLength: (state) => (state.isBlockDevice ? undefined : fs.fstatSync(state.fd).size),
+  currentLength: (state) => (state.isBlockDevice ? undefined : Math.ceil(fs.fstatSync(state.fd).size / 512) * 512),
 
   async read(node, offset, buf) {
     try {
@@ -162,7 +162,8 @@ export const fileIo: IoDriver<FileState> = {
       await new Promise<void>((resolve, reject) => fs.ftruncate(fd, length, (err) => (err ? reject(err) : resolve())));
       if (length > old && preallocation === 'falloc') await native.allocate(fd, old, length - old);
       if (length > old && preallocation === 'full') await writeZerosFull(node, old, length - old);
-      return length;
+      // QEMU counts lengths in 512-byte sectors; the partial last sector reads as zeros.
+      return Math.ceil(length / 512) * 512;
     } catch (err) {
       throw ioError(err as NodeJS.ErrnoException, 'resize', node);
     }

@@ -19,6 +19,8 @@ function nullDriver(name: 'null-co' | 'null-aio'): GsDriver<NullState> {
       };
     },
     childPerms: () => ({ perm: 0, shared: PERM_ALL }),
+    // Without options that define its content, QEMU names a null node by a pseudo-URL.
+    plainFilename: (node) => (node.options.size === undefined && node.options['read-zeroes'] === undefined ? `${name}://` : undefined),
   };
 }
 

@@ -21,7 +21,7 @@ export const rawIo: IoDriver<RawState> = {
   },
   async truncate(node, length, exact, preallocation) {
     if (node.state.fixedSize) throw new IoError('ENOTSUP', 'Cannot resize fixed-size raw disks');
-    await truncateNode(node.child('file'), node.state.offset + length, exact, preallocation);
-    return length;
+    // The window follows its file, whose length the file driver rounds to whole sectors.
+    return (await truncateNode(node.child('file'), node.state.offset + length, exact, preallocation)) - node.state.offset;
   },
 };
