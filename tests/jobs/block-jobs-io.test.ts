@@ -9,13 +9,9 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/daemons';
 
-// Worker threads load built files, so this test drives the build in dist/.
-const dist = path.resolve(__dirname, '..', '..', 'dist', 'src');
-const { blockdevAdd, closeAllNodes } = require(`${dist}/block/global-state/blockdev.js`);
-const { findNode } = require(`${dist}/block/global-state/graph.js`);
-const { getDefaultContext, stopAllContexts } = require(`${dist}/block/global-state/io-contexts.js`);
-const proto = require(`${dist}/block/common/io-context-protocol.js`);
-const { addEventSink, removeEventSink } = require(`${dist}/qmp/events.js`);
+import { addEventSink, blockdevAdd, closeAllNodes, dist, findNode, getDefaultContext, removeEventSink, request, stopAllContexts } from '../helpers/in-process-block';
+
+/* eslint-disable @typescript-eslint/no-require-imports */
 const { startMirror } = require(`${dist}/jobs/mirror.js`);
 const { startBackup } = require(`${dist}/jobs/backup.js`);
 const { findJob } = require(`${dist}/jobs/job-registry.js`);
@@ -33,10 +29,6 @@ afterAll(async () => {
   await stopAllContexts();
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-function request(nodeName: string, req: Record<string, unknown>): Promise<{ data?: Uint8Array }> {
-  return findNode(nodeName).ctx.channel.request(proto.nodeRequest, { nodeName, request: req });
-}
 
 async function readAll(node: string): Promise<Buffer> {
   const out = Buffer.alloc(SIZE);

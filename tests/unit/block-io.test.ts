@@ -10,40 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 
-// Worker threads load built files, so this test drives the build in dist/.
-const dist = path.resolve(__dirname, '..', '..', 'dist', 'src');
-const { blockdevAdd, blockdevDel, closeAllNodes } = require(`${dist}/block/global-state/blockdev.js`);
-const { findNode } = require(`${dist}/block/global-state/graph.js`);
-const { addIothreadContext, getDefaultContext, stopAllContexts } = require(`${dist}/block/global-state/io-contexts.js`);
+import { blockdevAdd, blockdevDel, closeAllNodes, dist, findNode, getDefaultContext, prng, read, request, stopAllContexts, write } from '../helpers/in-process-block';
+
+/* eslint-disable @typescript-eslint/no-require-imports */
+const { addIothreadContext } = require(`${dist}/block/global-state/io-contexts.js`);
 const { moveToContext } = require(`${dist}/block/global-state/iothread-move.js`);
 const { drained } = require(`${dist}/block/global-state/drain.js`);
-const proto = require(`${dist}/block/common/io-context-protocol.js`);
 const { nativeAvailable } = require(`${dist}/native/native.js`);
-
-type Req = Record<string, unknown> & { op: string };
-
-function request(nodeName: string, req: Req): Promise<{ data?: Uint8Array; status?: { status: number; bytes: number }; length?: number }> {
-  const node = findNode(nodeName);
-  return node.ctx.channel.request(proto.nodeRequest, { nodeName, request: req });
-}
-
-async function read(node: string, offset: number, bytes: number): Promise<Buffer> {
-  const { data } = await request(node, { op: 'read', offset, bytes });
-  return Buffer.from(data!);
-}
-
-function write(node: string, offset: number, data: Buffer, flags = {}) {
-  return request(node, { op: 'write', offset, data, flags });
-}
-
-/** A deterministic pseudo-random generator, so failures replay. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 let dir: string;
 beforeAll(() => {

@@ -13,11 +13,9 @@ import type { IoNode } from '../../block/io/io-node';
 import { blockStatusNode, flushNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import type { BackupRunParams, JobControl } from '../common/job-control';
-import { BufferPool, copyRange } from './copy-range';
-import { RateLimiter } from './rate-limit';
+import { BufferPool, copyRange, MAX_COPY_REQUEST } from './copy-range';
 import { RunBase } from './run-base';
 
-const MAX_REQUEST = 1 << 20;
 const MAX_IN_FLIGHT = 8;
 
 export class BackupRun extends RunBase {
@@ -27,7 +25,6 @@ export class BackupRun extends RunBase {
   private readonly copying = new Map<number, Promise<void>>();
   private readonly loopOps = new Set<Promise<void>>();
   private readonly removeNotifier: () => void;
-  private readonly limiter: RateLimiter;
   private readonly pool: BufferPool;
   private copied = 0;
   private total = 0;
@@ -46,8 +43,7 @@ export class BackupRun extends RunBase {
     // Until the loop has looked at allocation, every cluster counts as old data to keep.
     this.toCopy.setAll();
     this.total = source.length;
-    this.limiter = new RateLimiter(control);
-    this.pool = new BufferPool(Math.max(MAX_REQUEST, params.clusterSize));
+    this.pool = new BufferPool(Math.max(MAX_COPY_REQUEST, params.clusterSize));
     this.removeNotifier = addWriteNotifier(source, { before: (offset, bytes) => this.beforeWrite(offset, bytes) });
     this.updateProgress();
   }
@@ -161,8 +157,8 @@ export class BackupRun extends RunBase {
           await Promise.race([...this.loopOps, this.controlChanged(seen)]);
           continue;
         }
-        const cap = this.limiter.requestCap(c) || MAX_REQUEST;
-        const end = this.toCopy.runEnd(first, Math.max(1, Math.floor(Math.min(cap, MAX_REQUEST) / c)));
+        const cap = this.limiter.requestCap(c) || MAX_COPY_REQUEST;
+        const end = this.toCopy.runEnd(first, Math.max(1, Math.floor(Math.min(cap, MAX_COPY_REQUEST) / c)));
         const bytes = Math.min(end * c, this.source.length) - first * c;
         if (!(await this.limiter.take(bytes))) continue;
         if (!this.toCopy.get(first)) continue;

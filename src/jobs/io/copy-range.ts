@@ -8,6 +8,9 @@ import { IoError, STATUS } from '../../block/common/io-types';
 import type { IoNode } from '../../block/io/io-node';
 import { blockStatusNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
 
+/** The largest single copy request of a job's loop. */
+export const MAX_COPY_REQUEST = 1 << 20;
+
 export class CopyError extends Error {
   constructor(
     readonly side: 'source' | 'target',

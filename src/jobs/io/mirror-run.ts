@@ -16,11 +16,9 @@ import type { IoNode } from '../../block/io/io-node';
 import { blockStatusNode, flushNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import { CANCEL_SOFT, jobNotice, type JobControl, type MirrorRunParams } from '../common/job-control';
-import { BufferPool, copyRange } from './copy-range';
-import { RateLimiter } from './rate-limit';
+import { BufferPool, copyRange, MAX_COPY_REQUEST } from './copy-range';
 import { RunBase } from './run-base';
 
-const MAX_REQUEST = 1 << 20;
 const MAX_IN_FLIGHT = 16;
 
 interface Op {
@@ -34,7 +32,6 @@ export class MirrorRun extends RunBase {
   private readonly bitmap: DirtyBitmap;
   private readonly removeNotifier: () => void;
   private readonly ops = new Set<Op>();
-  private readonly limiter: RateLimiter;
   private readonly pool: BufferPool;
   private bytesInFlight = 0;
   private copied = 0;
@@ -52,8 +49,7 @@ export class MirrorRun extends RunBase {
   ) {
     super(id, control, channel, params.onSourceError, params.onTargetError);
     this.bitmap = new DirtyBitmap(source.length, params.granularity);
-    this.limiter = new RateLimiter(control);
-    this.pool = new BufferPool(Math.max(MAX_REQUEST, params.granularity));
+    this.pool = new BufferPool(Math.max(MAX_COPY_REQUEST, params.granularity));
     this.removeNotifier = addWriteNotifier(source, {
       after: (offset, bytes, kind, data, ok) => this.sourceWritten(offset, bytes, kind, data, ok),
     });
@@ -149,8 +145,8 @@ export class MirrorRun extends RunBase {
     let first = this.bitmap.nextDirty(this.cursor);
     if (first < 0) first = this.bitmap.nextDirty(0);
     if (first < 0) return;
-    const cap = this.limiter.requestCap(g) || MAX_REQUEST;
-    let maxChunks = Math.max(1, Math.floor(Math.min(cap, MAX_REQUEST, this.params.bufSize) / g));
+    const cap = this.limiter.requestCap(g) || MAX_COPY_REQUEST;
+    let maxChunks = Math.max(1, Math.floor(Math.min(cap, MAX_COPY_REQUEST, this.params.bufSize) / g));
     const offset = first * g;
     // A hole is handled in one request however long it is, and costs no bandwidth.
     const hole = await this.holeChunks(first);
@@ -205,7 +201,7 @@ export class MirrorRun extends RunBase {
     const buf = this.pool.take();
     try {
       for (let first = this.bitmap.nextDirty(0); first >= 0; first = this.bitmap.nextDirty(0)) {
-        const end = this.bitmap.runEnd(first, Math.max(1, Math.floor(MAX_REQUEST / g)));
+        const end = this.bitmap.runEnd(first, Math.max(1, Math.floor(MAX_COPY_REQUEST / g)));
         const offset = first * g;
         const bytes = Math.min(end * g, this.source.length) - offset;
         this.bitmap.clearChunks(first, end);

@@ -5,17 +5,23 @@
 import type { Channel } from '../../common/channel';
 import { CANCEL_HARD, jobNotice, type JobControl, type OnError } from '../common/job-control';
 import { CopyError } from './copy-range';
+import { RateLimiter } from './rate-limit';
 
 export type ErrorOutcome = 'retry' | 'fail';
 
 export abstract class RunBase {
+  /** The job's speed limit, read from the shared control block. */
+  protected readonly limiter: RateLimiter;
+
   constructor(
     readonly id: string,
     readonly control: JobControl,
     protected readonly channel: Channel,
     private readonly onSourceError: OnError,
     private readonly onTargetError: OnError,
-  ) {}
+  ) {
+    this.limiter = new RateLimiter(control);
+  }
 
   get hardCancelled(): boolean {
     return this.control.cancel === CANCEL_HARD;
