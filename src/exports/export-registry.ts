@@ -10,6 +10,7 @@ import { log } from '../common/log';
 import { QmpError } from '../qmp/errors';
 import { emitEvent } from '../qmp/events';
 import type { BackendParent, BdrvChild, BlockNode } from '../block/global-state/block-node';
+import { closeIfUnused } from '../block/global-state/blockdev';
 import { drained } from '../block/global-state/drain';
 import { attachChild, detachChild, requireNode } from '../block/global-state/graph';
 import type { IoContext } from '../block/global-state/io-context';
@@ -46,9 +47,14 @@ class BlockExport implements BackendParent {
   shuttingDown = false;
   constructor(
     readonly id: string,
-    readonly node: BlockNode,
+    private readonly openedOn: BlockNode,
     readonly entry: msg.NbdExportEntry,
   ) {}
+
+  /** The node served: the edge's child, which an overlay may have replaced since. */
+  get node(): BlockNode {
+    return this.edge?.child ?? this.openedOn;
+  }
 
   /** The contexts that must know the export: where it negotiates and where it is served. */
   contexts(): IoContext[] {
@@ -138,7 +144,10 @@ async function releaseNode(exp: BlockExport): Promise<void> {
   const edge = exp.edge;
   if (!edge) return;
   exp.edge = undefined;
-  await drained([exp.node], () => detachChild(edge));
+  const node = edge.child;
+  await drained([node], () => detachChild(edge));
+  // A node the graph opened for itself (a snapshot's overlay) goes with its last user.
+  await closeIfUnused(node);
 }
 
 /** Forgets the export everywhere, drops its clients, lets go of the node, and announces it. */

@@ -12,7 +12,9 @@ export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
 /** Flushes and drops the I/O half (metadata caches are written back first). */
 export const detachNode = requestType<{ nodeName: string }, void>('node.detach');
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
-export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean }, void>('node.update');
+/** Hands the users that entered the graph at node `from` (exports) over to node `to`. */
+export const replaceBackendRoot = requestType<{ from: string; to: string }, void>('node.replace-backend-root');
+export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

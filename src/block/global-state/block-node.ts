@@ -21,7 +21,8 @@ export type GraphParent = BlockNode | BackendParent;
 export interface BdrvChild {
   readonly role: string;
   readonly parent: GraphParent;
-  readonly child: BlockNode;
+  /** Changes only when the graph replaces a node (`replaceNode`). */
+  child: BlockNode;
   perm: number;
   shared: number;
 }

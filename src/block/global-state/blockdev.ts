@@ -62,7 +62,7 @@ interface OpenState {
 }
 
 /** Opens the node described by `options` and everything it defines inline. */
-async function openNode(options: Record<string, unknown>, isRoot: boolean, st: OpenState): Promise<BlockNode> {
+async function openNode(options: Record<string, unknown>, isRoot: boolean, st: OpenState, monitorOwned = isRoot): Promise<BlockNode> {
   const driverName = String(options.driver);
   const driver = gsDrivers.get(driverName);
   if (!driver) throw QmpError.generic(`Parameter 'driver' does not accept value '${driverName}'`);
@@ -114,7 +114,7 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
   const node = new BlockNode(
     name,
     options['node-name'] === undefined,
-    isRoot,
+    monitorOwned,
     driver,
     driverOptions,
     common,
@@ -164,12 +164,16 @@ export function descriptorOf(node: BlockNode): IoNodeDescriptor {
   };
 }
 
-/** blockdev-add: opens a node tree; on failure nothing of it stays behind. */
-export async function blockdevAdd(options: Record<string, unknown>): Promise<BlockNode> {
+/**
+ * blockdev-add: opens a node tree; on failure nothing of it stays behind.
+ * Nodes the graph opens for itself (a snapshot's new overlay) are not
+ * `monitorOwned`: they go when their last user does.
+ */
+export async function blockdevAdd(options: Record<string, unknown>, monitorOwned = true): Promise<BlockNode> {
   assertMainLoop();
   const st: OpenState = { created: [] };
   try {
-    return await openNode(options, true, st);
+    return await openNode(options, true, st, monitorOwned);
   } catch (err) {
     for (const node of st.created.reverse()) {
       // Closing a parent already closed the inline children it owned.
@@ -201,11 +205,26 @@ async function closeNode(node: BlockNode): Promise<void> {
   }
 }
 
-/** Reasons a node cannot be deleted right now (QEMU's op blockers), registered by its users: jobs. */
+/** Closes a node the monitor does not own once nothing uses it any more (QEMU's last bdrv_unref). */
+export async function closeIfUnused(node: BlockNode): Promise<void> {
+  assertMainLoop();
+  if (!node.monitorOwned && node.parents.length === 0 && findNode(node.name) === node) await closeNode(node);
+}
+
+/** Reasons a node cannot be deleted right now (QEMU's op blockers), registered by its users: jobs, overlays. */
 const deleteBlockers: Array<(node: BlockNode) => string | undefined> = [];
 
 export function registerDeleteBlocker(blocker: (node: BlockNode) => string | undefined): void {
   deleteBlockers.push(blocker);
+}
+
+/** QEMU's bdrv_op_is_blocked() error: blockdev-del and external snapshots refuse a busy node. */
+export function checkNotBlocked(node: BlockNode): void {
+  assertMainLoop();
+  for (const blocked of deleteBlockers) {
+    const reason = blocked(node);
+    if (reason) throw QmpError.generic(`Node '${node.name}' is busy: ${reason}`);
+  }
 }
 
 /** blockdev-del, with QEMU's checks in QEMU's order. */
@@ -215,10 +234,7 @@ export async function blockdevDel(name: string): Promise<void> {
   if (!node) throw QmpError.generic(`Failed to find node with node-name='${name}'`);
   // A user that is not a node (an export) is checked first, with QEMU's words for a node attached to a BlockBackend.
   if (node.parents.some((p) => p.parent.kind === 'backend' && p.parent.graphType === 'block-backend')) throw QmpError.generic(`Node ${name} is in use`);
-  for (const blocked of deleteBlockers) {
-    const reason = blocked(node);
-    if (reason) throw QmpError.generic(`Node '${name}' is busy: ${reason}`);
-  }
+  checkNotBlocked(node);
   if (!node.monitorOwned) throw QmpError.generic(`Node ${name} is not owned by the monitor`);
   if (node.parents.length > 0) throw QmpError.generic(`Block device ${name} is in use`);
   await closeNode(node);

@@ -37,6 +37,8 @@ export interface GsDriver<S = any> {
   readonly descriptor: BlockDriverDescriptor;
   /** Whether QEMU's driver answers bdrv_get_info(), which decides whether queries show `dirty-flag`. */
   readonly hasDriverInfo?: boolean;
+  /** Whether the format can have a backing node (QEMU's supports_backing): overlays must. */
+  readonly supportsBacking?: boolean;
   /** Options that identify the node's content for `json:` filenames (QEMU's strong runtime options). */
   readonly strongOptions: readonly string[];
 
@@ -63,6 +65,12 @@ export interface GsDriver<S = any> {
    * through `ctx`.
    */
   create?(options: Record<string, unknown>, ctx: CreateContext): Promise<void>;
+  /**
+   * Creates an image file at a path, as QEMU's bdrv_img_create does for
+   * blockdev-snapshot-sync; `options` are the format's creation options
+   * (size, backing-file, backing-fmt).
+   */
+  createImageFile?(filename: string, options: Record<string, unknown>): Promise<void>;
 }
 
 /** What a format driver reports for ImageInfo. */

@@ -145,29 +145,34 @@ export async function syncChildren(node: BlockNode): Promise<void> {
 
 /**
  * Moves the parents of `from` over to `to`, as QEMU's bdrv_replace_node:
- * each edge keeps its role and its parent's permissions. Edges for which
- * `keep` says true stay. The caller drains both nodes and then sends the
- * moved node parents their new children (`syncChildren`). Returns the new
- * edges.
+ * each edge keeps its role and its parent's permissions, and stays the same
+ * object, so whoever holds it (an export, a job) follows the move. Edges
+ * for which `keep` says true stay. The caller drains both nodes and then
+ * sends the moved node parents their new children (`syncChildren`).
+ * Returns the moved edges.
  */
 export function replaceNode(from: BlockNode, to: BlockNode, keep: (edge: BdrvChild) => boolean = () => false): BdrvChild[] {
   assertGraphWritable(from, to);
   const moved: BdrvChild[] = [];
-  for (const edge of [...from.parents]) {
-    if (edge.parent === to || keep(edge)) continue;
-    detachChild(edge);
-    const perms = edge.parent.kind === 'node' ? undefined : { perm: edge.perm, shared: edge.shared };
-    try {
-      moved.push(attachChild(edge.parent, to, edge.role, perms));
-    } catch (err) {
-      // Put the edge back as it was, so a refused replacement changes nothing.
-      attachChild(edge.parent, from, edge.role, { perm: edge.perm, shared: edge.shared });
-      for (const m of moved) {
-        detachChild(m);
-        attachChild(m.parent, from, m.role, { perm: m.perm, shared: m.shared });
-      }
-      throw err;
+  const moveEdge = (edge: BdrvChild, target: BlockNode): void => {
+    edge.child.parents.splice(edge.child.parents.indexOf(edge), 1);
+    edge.child = target;
+    target.parents.push(edge);
+  };
+  try {
+    for (const edge of [...from.parents]) {
+      if (edge.parent === to || keep(edge)) continue;
+      checkPermConflicts(to, undefined, edge.parent, edge.role, edge.perm, edge.shared);
+      moveEdge(edge, to);
+      moved.push(edge);
     }
+    refreshPerms(to);
+  } catch (err) {
+    // Put the edges back as they were, so a refused replacement changes nothing.
+    for (const edge of [...moved].reverse()) moveEdge(edge, from);
+    refreshPerms(to);
+    throw err;
   }
+  refreshPerms(from);
   return moved;
 }

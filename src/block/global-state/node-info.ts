@@ -2,6 +2,7 @@
  * What queries show about nodes: query-named-block-nodes entries
  * (BlockDeviceInfo) and x-debug-query-block-graph, shaped like QEMU's.
  */
+import * as path from 'node:path';
 import { assertMainLoop } from '../../common/thread-context';
 import { toQmpJson } from '../../qmp/qmp-json';
 import { permList } from '../common/permissions';
@@ -19,14 +20,31 @@ export function nodeFilename(node: BlockNode): string {
   if (own !== undefined) return own;
   const file = node.child('file');
   const hasStrong = node.driver.strongOptions.some((k) => node.options[k] !== undefined);
-  // A backing file opened from the image's own header does not change what the node's name is.
-  const defining = node.children.filter((c) => !(c.role === 'backing' && c.child.autoNamed));
+  // A backing node that is the one the image records does not change what the node's name is.
+  const defining = node.children.filter((c) => !(c.role === 'backing' && !backingOverridden(node, c.child)));
   if (file && defining.length === 1 && !hasStrong) {
     // Only a plain file name passes through; a child described by options makes the parent's json: too.
     const inner = nodeFilename(file);
     if (!inner.startsWith('json:')) return inner;
   }
   return `json:${toQmpJson(fullOptions(node))}`;
+}
+
+/**
+ * Whether the backing node differs from the one the image records (QEMU's
+ * bdrv_backing_overridden): the recorded name, resolved against the
+ * image's directory, against the backing node's file name.
+ */
+function backingOverridden(node: BlockNode, backing: BlockNode): boolean {
+  const recorded = node.driver.imageInfo?.(node)?.backingFilename;
+  if (recorded === undefined) return true;
+  let resolved = recorded;
+  const file = node.child('file');
+  if (!path.isAbsolute(recorded) && !/^[a-z+]+:/.test(recorded) && file) {
+    const own = file.driver.plainFilename?.(file);
+    if (own !== undefined) resolved = path.join(path.dirname(own), recorded);
+  }
+  return resolved !== nodeFilename(backing);
 }
 
 /** The options that define a node's content, children inlined. */
@@ -63,7 +81,8 @@ function imageInfo(node: BlockNode): Record<string, unknown> {
   const specific = node.driver.formatSpecific?.(node);
   if (specific) image['format-specific'] = specific;
   const backing = node.child('backing');
-  const backingName = backingFileName(node);
+  // ImageInfo shows only the name the image records; an overlay given its backing node at run time has none.
+  const backingName = facts?.backingFilename;
   if (backingName !== undefined) {
     image['backing-filename'] = backingName;
     if (backing) image['full-backing-filename'] = nodeFilename(backing);

@@ -8,8 +8,26 @@ import { waitWhileQuiesced } from './drain';
 import type { IoNode } from './io-node';
 import { blockStatusNode, discardNode, flushNode, readNode, writeNode, writeZeroesNode } from './request';
 
+/** The backends of each root, so that a graph change can hand them to the node that replaced it. */
+const backendsByRoot = new WeakMap<IoNode, Set<WeakRef<IoBackend>>>();
+
 export class IoBackend {
-  constructor(public root: IoNode) {}
+  private rootNode!: IoNode;
+
+  constructor(root: IoNode) {
+    this.root = root;
+  }
+
+  get root(): IoNode {
+    return this.rootNode;
+  }
+
+  set root(node: IoNode) {
+    let set = backendsByRoot.get(node);
+    if (!set) backendsByRoot.set(node, (set = new Set()));
+    set.add(new WeakRef(this));
+    this.rootNode = node;
+  }
 
   get length(): number {
     return this.root.length;
@@ -44,5 +62,19 @@ export class IoBackend {
   blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
     const held = waitWhileQuiesced(this.root);
     return held ? held.then(() => this.blockStatus(offset, bytes)) : blockStatusNode(this.root, offset, bytes);
+  }
+}
+
+/**
+ * Points every backend whose root is `from` at `to` (an overlay taking a
+ * node's place). The main loop sends this inside a drained section of both.
+ */
+export function replaceBackendRoot(from: IoNode, to: IoNode): void {
+  const set = backendsByRoot.get(from);
+  if (!set) return;
+  backendsByRoot.delete(from);
+  for (const ref of set) {
+    const backend = ref.deref();
+    if (backend && backend.root === from) backend.root = to;
   }
 }

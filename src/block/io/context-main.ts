@@ -9,6 +9,9 @@ import { Channel, Transfer } from '../../common/channel';
 import { assertIoContext } from '../../common/thread-context';
 import { log } from '../../common/log';
 import * as proto from '../common/io-context-protocol';
+import { replaceBackendRoot } from './backend';
+import { WRITE_THRESHOLD_EVENT } from '../common/write-threshold';
+import { setWriteThresholdReporter } from './write-threshold';
 import { contextServices, type IoContextRuntime } from './context-services';
 import { drainBegin, drainEnd } from './drain';
 import { IoGraph } from './io-graph';
@@ -63,16 +66,19 @@ function main(): void {
   channel.onRequest(proto.attachNode, (desc) => graph.attach(desc));
   channel.onRequest(proto.detachNode, ({ nodeName }) => graph.detach(nodeName));
   channel.onRequest(proto.setChildren, ({ nodeName, children }) => graph.setChildren(nodeName, children));
-  channel.onRequest(proto.updateNode, ({ nodeName, length, readOnly }) => {
+  channel.onRequest(proto.replaceBackendRoot, ({ from, to }) => replaceBackendRoot(graph.get(from), graph.get(to)));
+  channel.onRequest(proto.updateNode, ({ nodeName, length, readOnly, writeThreshold }) => {
     const node = graph.get(nodeName);
     if (length !== undefined) node.length = length;
     if (readOnly !== undefined) node.readOnly = readOnly;
+    if (writeThreshold !== undefined) node.writeThreshold = writeThreshold;
   });
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));
   channel.onRequest(proto.shutdownContext, () => shutdown(graph));
 
+  setWriteThresholdReporter((node, report) => channel.notify(proto.ioEvent, { kind: WRITE_THRESHOLD_EVENT, node: node.name, data: report }));
   for (const install of contextServices) install(runtime);
 }
 

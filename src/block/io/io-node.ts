@@ -19,6 +19,9 @@ export class IoNode<S = unknown> {
   readonly children = new Map<string, IoNode>();
   readonly parents = new Set<IoNode>();
 
+  /** Write threshold in bytes (block-set-write-threshold); 0 when none is set. */
+  writeThreshold = 0;
+
   /** Requests in flight on this node (including those its parents sent down). */
   inFlight = 0;
   /** > 0 while a drained section covers this node. */

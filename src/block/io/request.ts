@@ -9,6 +9,7 @@
 import { IoError, STATUS, type BlockStatus, type WriteFlags, type ZeroFlags } from '../common/io-types';
 import type { IoNode } from './io-node';
 import { RangeLocks } from './range-locks';
+import { checkWriteThreshold } from './write-threshold';
 import { notifyAfter, notifyBefore, writeNotifiers, type WriteKind, type WriteNotifier } from './write-notifiers';
 
 const rmwLocks = new WeakMap<IoNode, RangeLocks>();
@@ -139,6 +140,7 @@ async function withNotifiers(node: IoNode, hooks: WriteNotifier[], offset: numbe
 }
 
 async function writeData(node: IoNode, offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  checkWriteThreshold(node, offset, buf.length);
   begin(node);
   try {
     if (isAligned(node, offset, buf.length)) {
@@ -191,6 +193,7 @@ export async function writeZeroesNode(node: IoNode, offset: number, bytes: numbe
 
 async function writeZeroesData(node: IoNode, offset: number, bytes: number, flags: ZeroFlags): Promise<void> {
   const zeroFlags: ZeroFlags = { ...flags, mayUnmap: !!flags.mayUnmap && node.discardMode === 'unmap' };
+  checkWriteThreshold(node, offset, bytes);
   begin(node);
   try {
     if (!isAligned(node, offset, bytes)) {
@@ -236,6 +239,7 @@ export async function discardNode(node: IoNode, offset: number, bytes: number): 
   if (stop <= start) return;
   const discard = node.driver.discard.bind(node.driver);
   const op = async (): Promise<void> => {
+    checkWriteThreshold(node, start, stop - start);
     begin(node);
     try {
       await discard(node, start, stop - start);

@@ -173,7 +173,7 @@ class NbdContextService implements ExportDirectory {
     if (!known?.backend) return void socket.destroy();
     const backend = known.backend;
     const graph = this.runtime.graph;
-    const served = { entry: known.entry, backend, alive: () => graph.nodes.get(known.entry.nodeName) === backend.root };
+    const served = { entry: known.entry, backend, alive: () => graph.nodes.get(backend.root.name) === backend.root };
     const conn = new TransmissionConnection(socket, served, state, leftover, (c) =>
       known.connections.delete(c),
     );

@@ -4,6 +4,8 @@
  * layout uses, L1 table, and with preallocation the L2 tables and data
  * clusters — and writes it through the node's I/O context.
  */
+import * as fs from 'node:fs';
+import { strerror } from '../../../common/errno';
 import type { CreateContext } from '../../global-state/driver-gs';
 import type { BlockNode } from '../../global-state/block-node';
 import { QmpError } from '../../../qmp/errors';
@@ -180,27 +182,68 @@ function layoutFor(o: CreateOptions): Layout {
   };
 }
 
+/** Where a fresh image goes: an open file node, or a file created at a path. */
+interface ImageSink {
+  truncate(length: number, preallocation: 'off' | 'falloc' | 'full'): Promise<void>;
+  write(offset: number, data: Buffer): Promise<void>;
+  flush(): Promise<void>;
+}
+
 /** Writes a fresh qcow2 image with `options` (BlockdevCreateOptionsQcow2) onto an open file node. */
 export async function createQcow2(options: Record<string, unknown>, ctx: CreateContext): Promise<void> {
   const o = parseOptions(options);
   if (typeof options.file !== 'string') throw QmpError.generic("qbd's qcow2 creation needs 'file' as the name of an open node");
   const file: BlockNode = ctx.node(options.file);
+  await writeImage(o, {
+    async truncate(length, preallocation) {
+      await ctx.request(file, { op: 'truncate', length, exact: false, preallocation });
+      file.length = length;
+    },
+    async write(offset, data) {
+      if (ctx.cancelled) throw QmpError.generic('Image creation was cancelled');
+      await ctx.request(file, { op: 'write', offset, data });
+    },
+    async flush() {
+      await ctx.request(file, { op: 'flush' });
+    },
+  });
+}
+
+/** Creates a qcow2 image file at `filename` (blockdev-snapshot-sync's new overlay). */
+export async function createQcow2File(filename: string, options: Record<string, unknown>): Promise<void> {
+  const o = parseOptions(options);
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(filename, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o644);
+  } catch (err) {
+    throw QmpError.generic(`Could not create '${filename}': ${strerror((err as NodeJS.ErrnoException).code)}`);
+  }
+  try {
+    await writeImage(o, {
+      truncate: (length) => fh.truncate(length),
+      write: async (offset, data) => {
+        await fh.write(data, 0, data.length, offset);
+      },
+      flush: () => fh.sync(),
+    });
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeImage(o: CreateOptions, sink: ImageSink): Promise<void> {
   const cs = o.clusterSize;
   const g = geometry(Math.log2(cs), Math.log2(o.refcountBits));
   const L = layoutFor(o);
-  const write = async (cluster: number, data: Buffer): Promise<void> => {
-    if (ctx.cancelled) throw QmpError.generic('Image creation was cancelled');
-    await ctx.request(file, { op: 'write', offset: cluster * cs, data });
-  };
+  const write = (cluster: number, data: Buffer): Promise<void> => sink.write(cluster * cs, data);
 
   // Empty the file, then size it (preallocating data when asked) before the metadata goes in.
-  const end = L.total * cs;
+  // As QEMU lays it out, the file of an image without preallocated data ends with its L1 table.
+  const end = L.dataClusters === 0 && L.l2Tables === 0 && L.l1Entries > 0 ? L.l1Cluster * cs + L.l1Entries * 8 : L.total * cs;
   const prealloc = o.preallocation === 'falloc' || o.preallocation === 'full' ? o.preallocation : 'off';
-  await ctx.request(file, { op: 'truncate', length: 0, exact: false, preallocation: 'off' });
-  await ctx.request(file, { op: 'truncate', length: end, exact: false, preallocation: prealloc });
-  file.length = end;
+  await sink.truncate(0, 'off');
+  await sink.truncate(end, prealloc);
   await write(0, headerCluster(o, L));
-
   const reftable = Buffer.alloc(L.reftableClusters * cs);
   for (let b = 0; b < L.refblocks; b++) reftable.writeBigUInt64BE(BigInt((L.refblockCluster + b) * cs), b * 8);
   await write(L.reftableCluster, reftable);
@@ -213,7 +256,8 @@ export async function createQcow2(options: Record<string, unknown>, ctx: CreateC
   if (L.l1Clusters > 0) {
     const l1 = Buffer.alloc(L.l1Clusters * cs);
     for (let i = 0; i < L.l2Tables; i++) l1.writeBigUInt64BE(BigInt((L.l2Cluster + i) * cs) | OFLAG_COPIED, i * 8);
-    await write(L.l1Cluster, l1);
+    // Only the entries: the rest of the table's clusters reads as zeros, and the file may end with them.
+    await write(L.l1Cluster, l1.subarray(0, Math.min(l1.length, end - L.l1Cluster * cs)));
   }
   for (let t = 0; t < L.l2Tables; t++) {
     const l2 = Buffer.alloc(cs);
@@ -224,5 +268,5 @@ export async function createQcow2(options: Record<string, unknown>, ctx: CreateC
     }
     await write(L.l2Cluster + t, l2);
   }
-  await ctx.request(file, { op: 'flush' });
+  await sink.flush();
 }

@@ -33,7 +33,7 @@ import {
   type Qcow2State,
   QCOW2_MAGIC,
 } from './common';
-import { createQcow2 } from './create';
+import { createQcow2, createQcow2File } from './create';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -162,6 +162,7 @@ function wireCorruptionEvents(): void {
 
 export const qcow2Gs: GsDriver<Qcow2State> = {
   descriptor: { name: 'qcow2', kind: 'format' },
+  supportsBacking: true,
   strongOptions: [],
 
   async open(ctx, options) {
@@ -251,6 +252,7 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
   },
 
   create: createQcow2,
+  createImageFile: createQcow2File,
 };
 
 wireCorruptionEvents();
