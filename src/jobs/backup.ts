@@ -26,6 +26,13 @@ export interface BackupArgs extends CommonJobArgs {
 
 const CLUSTER_SIZE = 64 * 1024;
 
+/** QEMU's bdrv_supports_compressed_writes(): the driver writes compressed clusters, through filters down to the data. */
+function supportsCompressedWrites(node: BlockNode): boolean {
+  if (!node.driver.supportsCompressedWrites) return false;
+  const filtered = node.driver.descriptor.kind === 'filter' ? node.children[0]?.child : undefined;
+  return filtered ? supportsCompressedWrites(filtered) : true;
+}
+
 export async function startBackup(args: BackupArgs): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
@@ -35,8 +42,8 @@ export async function startBackup(args: BackupArgs): Promise<void> {
   if (args['bitmap-mode'] !== undefined) throw QmpError.generic('Cannot specify bitmap sync mode without a bitmap');
   if (args.sync === 'incremental' || args.sync === 'bitmap') throw QmpError.generic(`must provide a valid bitmap name for '${args.sync}' sync mode`);
   if (source === target) throw QmpError.generic('Source and target cannot be the same');
-  // No driver of qbd writes compressed clusters; QEMU names the target's BlockBackend, which a node has not.
-  if (args.compress) throw QmpError.generic('Compression is not supported for this drive ');
+  // QEMU names the target's BlockBackend, which a node has not.
+  if (args.compress && !supportsCompressedWrites(target)) throw QmpError.generic('Compression is not supported for this drive ');
   if (source.length !== target.length) throw QmpError.generic('Source and target image have different sizes');
   checkFilterName(args['filter-node-name']);
 
@@ -48,6 +55,7 @@ export async function startBackup(args: BackupArgs): Promise<void> {
     target: target.name,
     sync: args.sync,
     clusterSize: CLUSTER_SIZE,
+    compress: args.compress === true,
     onSourceError: (args['on-source-error'] ?? 'report') as OnError,
     onTargetError: (args['on-target-error'] ?? 'report') as OnError,
   };

@@ -7,6 +7,8 @@
 export interface WriteFlags {
   /** Force unit access: the data is on stable storage before the request completes. */
   fua?: boolean;
+  /** Write whole clusters compressed where the format can (QEMU's BDRV_REQ_WRITE_COMPRESSED); a job's `compress`. */
+  compressed?: boolean;
 }
 
 export interface ZeroFlags extends WriteFlags {

@@ -37,6 +37,8 @@ export interface GsDriver<S = any> {
   readonly descriptor: BlockDriverDescriptor;
   /** Whether QEMU's driver answers bdrv_get_info(), which decides whether queries show `dirty-flag`. */
   readonly hasDriverInfo?: boolean;
+  /** Whether the driver writes compressed clusters (a backup's `compress: true` needs it). */
+  readonly supportsCompressedWrites?: boolean;
   /** Whether the format can have a backing node (QEMU's supports_backing): overlays must. */
   readonly supportsBacking?: boolean;
   /** Options that identify the node's content for `json:` filenames (QEMU's strong runtime options). */

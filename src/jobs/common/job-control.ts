@@ -163,6 +163,8 @@ export interface BackupRunParams {
   target: string;
   sync: 'full' | 'top' | 'none';
   clusterSize: number;
+  /** Write the target's clusters compressed. */
+  compress: boolean;
   onSourceError: OnError;
   onTargetError: OnError;
 }

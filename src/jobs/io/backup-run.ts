@@ -83,7 +83,7 @@ export class BackupRun extends RunBase {
     const done = (async () => {
       const buf = bytes <= this.pool.size ? this.pool.take() : Buffer.allocUnsafeSlow(bytes);
       try {
-        await copyRange(this.source, this.target, offset, bytes, buf, { unmap: true });
+        await copyRange(this.source, this.target, offset, bytes, buf, { unmap: true, compress: this.params.compress });
         this.copied += bytes;
         this.updateProgress();
       } catch (err) {

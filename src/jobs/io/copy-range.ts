@@ -53,6 +53,8 @@ async function readsAsZero(node: IoNode, offset: number, bytes: number): Promise
 export interface CopyOptions {
   /** Zero the target by punching holes where it can. */
   unmap: boolean;
+  /** Write data to the target compressed (backup's `compress`). */
+  compress?: boolean;
 }
 
 /** Copies [offset, offset + bytes); `buf` holds at least `bytes`. */
@@ -67,7 +69,7 @@ export async function copyRange(source: IoNode, target: IoNode, offset: number, 
       n = Math.min(n, buf.length);
       const piece = buf.subarray(0, n);
       await onSource(readNode(source, at, piece));
-      await onTarget(writeNode(target, at, piece));
+      await onTarget(writeNode(target, at, piece, { compressed: opts.compress === true }));
     }
     at += n;
   }

@@ -163,6 +163,7 @@ function wireCorruptionEvents(): void {
 export const qcow2Gs: GsDriver<Qcow2State> = {
   descriptor: { name: 'qcow2', kind: 'format' },
   supportsBacking: true,
+  supportsCompressedWrites: true,
   strongOptions: [],
 
   async open(ctx, options) {

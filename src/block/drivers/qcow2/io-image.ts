@@ -124,6 +124,13 @@ export class Qcow2Image {
   private syncedSeq = 0;
   private sync?: { seq: number; done: Promise<void> };
   private lastCompressed?: { entry: bigint; data: Buffer };
+  /**
+   * Where the next compressed cluster may start: the byte after the last
+   * one, inside the host cluster that holds it; 0 for none. Forgotten as
+   * soon as that host cluster is freed, so it can never point into a
+   * cluster handed out again.
+   */
+  private compressedCursor = 0;
 
   constructor(
     readonly node: IoNode<unknown>,
@@ -379,6 +386,7 @@ export class Qcow2Image {
       const current = await this.refcount(cluster);
       if (current !== value) await this.changeRefcount(cluster, value - current);
       if (value === 0 && cluster < this.freeHint) this.freeHint = cluster;
+      if (value === 0 && this.compressedCursor && Math.floor(this.compressedCursor / this.cs) === cluster) this.compressedCursor = 0;
     } finally {
       release();
     }
@@ -470,6 +478,39 @@ export class Qcow2Image {
     } finally {
       release();
     }
+  }
+
+  /**
+   * Allocates `size` bytes (less than a cluster) for one compressed cluster,
+   * packed after the previous one when it fits in the same host cluster, as
+   * QEMU's qcow2_alloc_bytes does. Each compressed cluster that starts in a
+   * host cluster adds one to that cluster's refcount.
+   */
+  async allocCompressedBytes(size: number): Promise<number> {
+    const cs = this.cs;
+    const release = await this.allocLock.lock();
+    let offset = 0;
+    try {
+      const cursor = this.compressedCursor;
+      if (cursor && (cursor % cs) + size <= cs) {
+        const cluster = Math.floor(cursor / cs);
+        if ((await this.refcount(cluster)) < maxRefcount(this.g.refcountOrder)) {
+          await this.changeRefcount(cluster, 1);
+          offset = cursor;
+        }
+      }
+    } finally {
+      release();
+    }
+    if (!offset) offset = await this.allocClusters(1);
+    this.compressedCursor = (offset + size) % cs === 0 ? 0 : offset + size;
+    return offset;
+  }
+
+  /** The L2 entry of a compressed cluster whose `size` bytes start at host `offset`. */
+  compressedEntry(offset: number, size: number): bigint {
+    const extraSectors = Math.floor((offset + size - 1) / 512) - Math.floor(offset / 512);
+    return BigInt(offset) | OFLAG_COMPRESSED | (BigInt(extraSectors) << BigInt(62 - (this.g.clusterBits - 8)));
   }
 
   /** Allocates exactly `n` contiguous clusters (tables); returns the host offset. */
@@ -664,6 +705,7 @@ export class Qcow2Image {
       for (const [cluster, count] of batch) {
         const left = await this.changeRefcount(cluster, -count);
         if (left === 0 && cluster < this.freeHint) this.freeHint = cluster;
+        if (left === 0 && this.compressedCursor && Math.floor(this.compressedCursor / this.cs) === cluster) this.compressedCursor = 0;
         // Still under the allocation lock: the cluster cannot be handed out again before the discard.
         if (left === 0 && this.pendingDiscards.delete(cluster)) await discardNode(this.file, cluster * this.cs, this.cs);
       }

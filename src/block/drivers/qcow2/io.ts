@@ -15,6 +15,7 @@ import type { IoNode } from '../../io/io-node';
 import { blockStatusNode, flushNode } from '../../io/request';
 import { OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, type Qcow2State, REPAIRED_EVENT } from './common';
 import { FREE_BATCH, Qcow2Image } from './io-image';
+import { writeCompressedLocked } from './io-compress';
 import { repairRefcounts } from './io-repair';
 
 interface Qcow2IoState {
@@ -258,7 +259,8 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
     await img.prepareWrite();
     const release = await lockClusters(img, offset, buf.length);
     try {
-      await writeLocked(img, offset, buf);
+      if (flags.compressed) await writeCompressedLocked(img, node.length, offset, buf, (pos, data) => writeLocked(img, pos, data));
+      else await writeLocked(img, offset, buf);
     } finally {
       release();
     }
