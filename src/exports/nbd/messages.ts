@@ -3,6 +3,7 @@
  * I/O contexts. Plain data only: these cross the thread boundary.
  */
 import { notificationType, requestType } from '../../common/channel';
+import type { TlsCredentials } from '../../crypto/tls-credentials';
 
 export type NbdListenAddress =
   | { type: 'unix'; path: string }
@@ -14,6 +15,8 @@ export interface NbdListenParams {
   maxConnections: number;
   /** A client that has not finished negotiating by then is dropped. */
   handshakeTimeoutMs: number;
+  /** With credentials, clients must start TLS before anything else; `authz` names the object peers are checked against. */
+  tls?: { creds: TlsCredentials; authz?: string };
 }
 
 /** What an I/O context knows about an export: enough to negotiate it, and, where its node lives, to serve it. */
@@ -43,6 +46,8 @@ export interface NegotiatedState {
 }
 
 export const nbdListen = requestType<NbdListenParams, void>('nbd.listen');
+/** From the negotiating context: may this TLS peer (certificate DN or PSK username) connect? The main loop owns the authz objects. */
+export const nbdAuthzCheck = requestType<{ authz: string; identity: string }, boolean>('nbd.authz-check');
 /** Closes the listener and every connection still negotiating. */
 export const nbdStopListening = requestType<void, void>('nbd.stop-listening');
 export const nbdExportAdd = requestType<NbdExportEntry, void>('nbd.export-add');
