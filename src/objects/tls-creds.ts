@@ -25,8 +25,9 @@ export interface TlsCredsProps {
   username?: string;
 }
 
-/** GnuTLS's word for a PEM file it could not decode. */
+/** GnuTLS's words for a PEM file it could not decode, and for one without a PEM header. */
 const BASE64_ERROR = 'Base64 decoding error.';
+const NO_PEM_HEADER = 'Base64 unexpected header error.';
 
 /** The path of FILE in the credentials directory, or undefined when an optional file is absent. */
 function credsPath(dir: string, file: string, required: boolean): string | undefined {
@@ -91,8 +92,9 @@ function sanityCheck(isServer: boolean, caFile: string, certFile: string | undef
   let certPem: string | undefined;
   if (certFile !== undefined) {
     certPem = pemBlocks(read(certFile)!)[0];
-    cert = certPem === undefined ? undefined : parse(certPem);
-    if (!cert || certPem === undefined) throw QmpError.generic(`Unable to import ${kind} certificate ${certFile}: ${BASE64_ERROR}`);
+    if (certPem === undefined) throw QmpError.generic(`Unable to import ${kind} certificate ${certFile}: ${NO_PEM_HEADER}`);
+    cert = parse(certPem);
+    if (!cert) throw QmpError.generic(`Unable to import ${kind} certificate ${certFile}: ${BASE64_ERROR}`);
   }
   const caPems = pemBlocks(read(caFile)!);
   const cas = caPems.map(parse);
@@ -107,7 +109,8 @@ function sanityCheck(isServer: boolean, caFile: string, certFile: string | undef
 export function loadX509(id: string, props: TlsCredsProps): X509Credentials {
   assertMainLoop();
   const dir = commonChecks('tls-creds-x509', props);
-  const endpoint = props.endpoint ?? 'server';
+  // QEMU's default endpoint is the client.
+  const endpoint = props.endpoint ?? 'client';
   const isServer = endpoint === 'server';
   const caFile = credsPath(dir, 'ca-cert.pem', true)!;
   let crlFile: string | undefined;
@@ -173,7 +176,7 @@ function parsePskFile(text: string): Record<string, string> {
 export function loadPsk(id: string, props: TlsCredsProps): PskCredentials {
   assertMainLoop();
   const dir = commonChecks('tls-creds-psk', props);
-  const endpoint = props.endpoint ?? 'server';
+  const endpoint = props.endpoint ?? 'client';
   const creds: PskCredentials = { type: 'psk', id, endpoint, verifyPeer: props['verify-peer'] ?? true, keys: {}, username: props.username ?? 'qemu' };
   if (props.priority !== undefined) creds.priority = props.priority;
   if (endpoint === 'server') {

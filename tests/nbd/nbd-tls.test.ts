@@ -116,6 +116,15 @@ describe.skipIf(!ready)('x509: qbd and the reference refuse and admit the same c
     expect(ours).toEqual(theirs);
   });
 
+  it('goes on serving TLS clients after its credentials object is deleted, as the reference does', async () => {
+    for (const d of [daemons.qsd, daemons.qbd]) {
+      const c = await d.daemon.client();
+      expect(await c.execute('object-del', { id: 'tls0' })).toEqual({ return: {} });
+      c.close();
+      expect(await connects(tlsUri(d, pki.clientDir))).toBe(true);
+    }
+  });
+
   it('sends the reference error texts before TLS', async () => {
     const r = await plaintextOption(daemons.qbd, OPT.LIST);
     expect(r).toEqual({ replies: [`${OPT.LIST}:${NBD_REP_ERR_TLS_REQD.toString(16)}:Option 0x3 not permitted before TLS`], closed: false });
