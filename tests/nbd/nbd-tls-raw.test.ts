@@ -36,22 +36,28 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
   const x509 = {} as Record<Flavour, NbdDaemon>;
   const psk = {} as Record<Flavour, NbdDaemon>;
   let slow: NbdDaemon;
+  let iothread: NbdDaemon;
 
   beforeAll(async () => {
     root = tempDir('qbd-tls-raw-');
     pki = makePki(root);
     const x509Opts = { before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server`], serverOptions: 'tls-creds=tls0' };
     const pskOpts = { before: ['--object', `tls-creds-psk,id=tls0,dir=${pki.pskServerDir},endpoint=server`], serverOptions: 'tls-creds=tls0' };
-    [x509.qbd, x509.qsd, psk.qbd, psk.qsd, slow] = await Promise.all([
+    [x509.qbd, x509.qsd, psk.qbd, psk.qsd, slow, iothread] = await Promise.all([
       startNbdDaemon('qbd', x509Opts),
       startNbdDaemon('qsd', x509Opts),
       startNbdDaemon('qbd', pskOpts),
       startNbdDaemon('qsd', pskOpts),
       startNbdDaemon('qbd', { ...x509Opts, env: { QBD_NBD_HANDSHAKE_TIMEOUT_MS: '300' } }),
+      startNbdDaemon('qbd', {
+        before: ['--object', 'iothread,id=io0', ...x509Opts.before],
+        serverOptions: 'tls-creds=tls0',
+        exports: ['type=nbd,id=e0,node-name=disk,name=disk,writable=on,iothread=io0,fixed-iothread=on'],
+      }),
     ]);
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([...Object.values(x509), ...Object.values(psk), slow].map((d) => d?.stop()));
+    await Promise.all([...Object.values(x509), ...Object.values(psk), slow, iothread].map((d) => d?.stop()));
     if (root) fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -98,5 +104,21 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
     const s = await session(slow, 'x509');
     expect(await list(s)).toEqual(['2:disk', '1:']);
     s.close();
+  });
+
+  it('serves a relayed session to an export in an iothread, and drops it when the export is deleted', async () => {
+    fs.writeFileSync(iothread.image, Buffer.alloc(4096, 0x42), { flag: 'r+' });
+    const s = await session(iothread, 'x509');
+    const replies = await s.go('disk');
+    expect(replies[replies.length - 1]!.type).toBe(1);
+    s.request(0, 0, 4096, { handle: 7 });
+    const r = await s.simpleReply(4096);
+    expect(r).toMatchObject({ error: 0, handle: 7 });
+    expect(r.data.equals(Buffer.alloc(4096, 0x42))).toBe(true);
+    const qmp = await iothread.daemon.client();
+    expect(await qmp.execute('block-export-del', { id: 'e0', mode: 'hard' })).toEqual({ return: {} });
+    await qmp.waitEvent('BLOCK_EXPORT_DELETED');
+    qmp.close();
+    expect(await s.waitClosed(10_000)).toBe(true);
   });
 });

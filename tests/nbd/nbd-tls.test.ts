@@ -133,7 +133,8 @@ describe.skipIf(!ready)('x509: qbd and the reference refuse and admit the same c
   });
 });
 
-describe.skipIf(!ready)('data through TLS', () => {
+// The export lives in an iothread: the session stays in the negotiating context and its plaintext is relayed there.
+describe.skipIf(!ready)('data through TLS, to an export in an iothread', () => {
   let d: NbdDaemon;
   let source: string;
   const clientCreds = () => `tls-creds-x509,id=tls0,dir=${pki.clientDir},endpoint=client`;
@@ -141,8 +142,9 @@ describe.skipIf(!ready)('data through TLS', () => {
   beforeAll(async () => {
     d = await startNbdDaemon('qbd', {
       size: 8 << 20,
-      before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server`, '--object', `authz-list,id=authz0,policy=deny,rules.0.match=C=GB*CN=client.example.com,rules.0.policy=allow,rules.0.format=glob`],
+      before: ['--object', 'iothread,id=io0', '--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server`, '--object', `authz-list,id=authz0,policy=deny,rules.0.match=C=GB*CN=client.example.com,rules.0.policy=allow,rules.0.format=glob`],
       serverOptions: 'tls-creds=tls0,tls-authz=authz0',
+      exports: ['type=nbd,id=e0,node-name=disk,name=disk,writable=on,iothread=io0,fixed-iothread=on'],
     });
     source = path.join(d.dir, 'source.bin');
     const data = crypto.randomBytes(8 << 20);

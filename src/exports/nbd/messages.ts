@@ -2,6 +2,7 @@
  * The messages between the main loop's NBD server and the NBD service of
  * I/O contexts. Plain data only: these cross the thread boundary.
  */
+import type { MessagePort } from 'node:worker_threads';
 import { notificationType, requestType } from '../../common/channel';
 import type { TlsCredentials } from '../../crypto/tls-credentials';
 
@@ -55,9 +56,15 @@ export const nbdExportAdd = requestType<NbdExportEntry, void>('nbd.export-add');
 export const nbdExportRemove = requestType<{ name: string }, void>('nbd.export-remove');
 /** How many clients are in the transmission phase of the export. */
 export const nbdExportClients = requestType<{ name: string }, number>('nbd.export-clients');
-/** A connection moving from the negotiating context to the export's; `ticket` keeps it counted against max-connections. */
+/**
+ * A connection moving from the negotiating context to the export's:
+ * a plain socket's descriptor, or for a TLS session a port the negotiating
+ * context relays the plaintext over. `ticket` keeps it counted against
+ * max-connections.
+ */
 export interface Handoff {
-  fd: number;
+  fd?: number;
+  port?: MessagePort;
   ticket: number;
   state: NegotiatedState;
   leftover: Uint8Array;

@@ -129,5 +129,5 @@ async function handOff(p: msg.Handoff): Promise<void> {
   if (!target) throw Object.assign(new Error(`export '${p.state.exportName}' is gone`), { code: 'ENOENT' });
   // When the client leaves, the negotiating context stops counting it against max-connections.
   target.channel.onNotification(msg.nbdClientGone, ({ ticket }) => running?.ctx.channel.notify(msg.nbdReleaseTicket, { ticket }));
-  await target.channel.request(msg.nbdAdopt, p);
+  await target.channel.request(msg.nbdAdopt, p, p.port ? [p.port] : undefined);
 }

@@ -18,6 +18,9 @@ import type { IoContextRuntime } from '../../block/io/context-services';
 import { dupFd, dupFdAvailable } from '../../native/native';
 import { serverTlsOptions } from '../../crypto/tls-options';
 import { certificateInfo } from '../../crypto/x509-info';
+import type { Duplex } from 'node:stream';
+import { MessageChannel } from 'node:worker_threads';
+import { PortStream, relayOverPort } from './port-relay';
 import { TransmissionConnection } from './connection';
 import { greeting, Handshake, type ExportDirectory } from './handshake';
 import * as msg from './messages';
@@ -40,7 +43,7 @@ class NbdContextService implements ExportDirectory {
   private server: net.Server | undefined;
   private params: msg.NbdListenParams | undefined;
   /** Every socket this context accepted and still holds, negotiating or served. */
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<Duplex>();
   /** Connections handed to other contexts and still open there: they count against max-connections. */
   private readonly handedOff = new Set<number>();
   private nextTicket = 1;
@@ -62,8 +65,8 @@ class NbdContextService implements ExportDirectory {
   }
 
   canServe(entry: msg.NbdExportEntry, tlsSession: boolean): boolean {
-    // A TLS session's state lives in this thread's OpenSSL objects: it cannot follow a descriptor.
-    return entry.home === this.runtime.name || (dupFdAvailable && !tlsSession);
+    // A TLS session is relayed over a port; a plain socket moves by descriptor.
+    return entry.home === this.runtime.name || tlsSession || dupFdAvailable;
   }
 
   // ---- listening -------------------------------------------------------------
@@ -141,6 +144,7 @@ class NbdContextService implements ExportDirectory {
           stream.removeListener('data', onData);
           stream.pause();
           if (entry.home === this.runtime.name) this.serve(stream, state, leftover);
+          else if (stream instanceof tls.TLSSocket) this.relay(stream, state, leftover);
           else this.handOff(stream, state, leftover);
         },
         startTls: () => {
@@ -230,9 +234,27 @@ class NbdContextService implements ExportDirectory {
     });
   }
 
+  /**
+   * Serves a TLS session from the export's context: the session stays here
+   * (it cannot leave this thread) and its plaintext goes over a port. The
+   * session stays in `sockets`, so it counts against max-connections here.
+   */
+  private relay(secure: tls.TLSSocket, state: msg.NegotiatedState, leftover: Buffer): void {
+    const { port1, port2 } = new MessageChannel();
+    const ticket = this.nextTicket++;
+    this.runtime.channel.request(msg.nbdHandoff, { port: port2, ticket, state, leftover }, [port2]).then(
+      () => relayOverPort(secure, port1),
+      (err: Error) => {
+        log.error({ err: err.message }, 'NBD connection hand-over failed');
+        port1.close();
+        secure.destroy();
+      },
+    );
+  }
+
   // ---- serving ---------------------------------------------------------------
 
-  private serve(socket: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
+  private serve(socket: Duplex, state: msg.NegotiatedState, leftover: Buffer): void {
     const known = this.exports.get(state.exportName);
     if (!known?.backend) return void socket.destroy();
     const backend = known.backend;
@@ -246,9 +268,14 @@ class NbdContextService implements ExportDirectory {
 
   adopt(params: msg.Handoff): void {
     assertIoContext();
-    const socket = new net.Socket({ fd: params.fd, readable: true, writable: true });
+    let socket: net.Socket | PortStream;
+    if (params.port) {
+      socket = new PortStream(params.port);
+    } else {
+      socket = new net.Socket({ fd: params.fd!, readable: true, writable: true });
+      socket.setNoDelay(true);
+    }
     socket.pause();
-    socket.setNoDelay(true);
     this.sockets.add(socket);
     socket.on('close', () => {
       this.sockets.delete(socket);
