@@ -36,7 +36,19 @@ export function tlsVersionRange(priority: string | undefined): { minVersion: Ver
   return { minVersion: list[0]!, maxVersion: list[list.length - 1]! };
 }
 
+/** Built once per credentials object: parsing certificates and keys for every connection would be wasted work. */
+const contexts = new WeakMap<TlsCredentials, tls.SecureContext>();
+
 export function secureContextOf(creds: TlsCredentials): tls.SecureContext {
+  let ctx = contexts.get(creds);
+  if (!ctx) {
+    ctx = buildSecureContext(creds);
+    contexts.set(creds, ctx);
+  }
+  return ctx;
+}
+
+function buildSecureContext(creds: TlsCredentials): tls.SecureContext {
   const opts: tls.SecureContextOptions = { ...tlsVersionRange(creds.priority) };
   if (creds.dhParams !== undefined && creds.endpoint === 'server') opts.dhparam = creds.dhParams;
   if (creds.type === 'x509') {
