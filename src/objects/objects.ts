@@ -34,6 +34,12 @@ function checkIothreadProps(props: Record<string, unknown>): void {
   }
 }
 
+/** The object with this id, if any: for options that name one (an nbd node's tls-creds). */
+export function findObject(id: string): Readonly<UserObject> | undefined {
+  assertMainLoop();
+  return objects.get(id);
+}
+
 export function objectAdd(args: Record<string, unknown>): void {
   assertMainLoop();
   const { 'qom-type': qomType, id, ...props } = args as { 'qom-type': string; id: string } & Record<string, unknown>;
