@@ -2,7 +2,10 @@
  * NBD export benchmarks, qbd beside qemu-storage-daemon on the same 1 GiB
  * raw file in the same run: nbdcopy sequential read and write, and fio's
  * nbd engine doing 4 KiB random reads and writes at queue depth 32, on one
- * connection and on four (IOPS and p99 completion latency).
+ * connection and on four (IOPS and p99 completion latency); then the same
+ * over TLS (x509 certificates made with certtool, both daemons with
+ * tls-creds-x509 and tls-authz): the sequential copies only, as fio's nbd
+ * engine refuses URIs that name certificate files.
  * Run by hand: `npm run build && node dist/bench/nbd.js` (FIO_SECONDS=N to
  * change the length of each fio run, default 8).
  */
@@ -11,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasReference, start, type Started } from './daemons';
 import { printFigures, type Figure } from './report';
+import { CLIENT_DN, makePki, type TestPki } from '../tests/nbd/support/pki';
 
 type Which = 'qbd' | 'qsd';
 
@@ -37,16 +41,20 @@ interface Served {
   uri: string;
 }
 
-async function serve(which: Which, image: string): Promise<Served> {
+async function serve(which: Which, image: string, pki?: TestPki): Promise<Served> {
   const dir = fs.mkdtempSync(path.join(path.dirname(image), `${which}-`));
   const sock = path.join(dir, 'nbd.sock');
+  const tls = pki
+    ? ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server`, '--object', `authz-simple,id=authz0,identity=${CLIENT_DN.replace(/,/g, ',,')}`]
+    : [];
   const daemon = await start(which, [
+    ...tls,
     '--blockdev', `driver=file,filename=${image},node-name=disk`,
-    '--nbd-server', `addr.type=unix,addr.path=${sock}`,
+    '--nbd-server', `addr.type=unix,addr.path=${sock}${pki ? ',tls-creds=tls0,tls-authz=authz0' : ''}`,
     '--export', 'type=nbd,id=e0,node-name=disk,name=disk,writable=on',
   ]);
   while (!fs.existsSync(sock)) await new Promise((r) => setTimeout(r, 5));
-  return { daemon, uri: `nbd+unix:///disk?socket=${sock}` };
+  return { daemon, uri: pki ? `nbds+unix:///disk?socket=${sock}&tls-certificates=${pki.clientDir}` : `nbd+unix:///disk?socket=${sock}` };
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -71,18 +79,19 @@ async function fio(uri: string, rw: 'randread' | 'randwrite', jobs: number): Pro
   return { iops: side.iops, p99us: (side.clat_ns?.percentile?.['99.000000'] ?? 0) / 1000 };
 }
 
-async function measure(which: Which, image: string, source: string): Promise<Map<string, number>> {
-  const s = await serve(which, image);
+async function measure(which: Which, image: string, source: string, pki?: TestPki): Promise<Map<string, number>> {
+  const s = await serve(which, image, pki);
   const m = new Map<string, number>();
+  const tag = pki ? 'TLS ' : '';
   try {
     const readS = await timed(() => run('nbdcopy', ['--flush', s.uri, 'null:']));
-    m.set('nbdcopy sequential read', SIZE / (1 << 20) / readS);
+    m.set(`${tag}nbdcopy sequential read`, SIZE / (1 << 20) / readS);
     const writeS = await timed(() => run('nbdcopy', ['--flush', source, s.uri]));
-    m.set('nbdcopy sequential write', SIZE / (1 << 20) / writeS);
-    for (const jobs of [1, 4]) {
+    m.set(`${tag}nbdcopy sequential write`, SIZE / (1 << 20) / writeS);
+    for (const jobs of pki ? [] : [1, 4]) {
       for (const rw of ['randread', 'randwrite'] as const) {
         const r = await fio(s.uri, rw, jobs);
-        const label = `fio 4k ${rw} QD32 ×${jobs} conn`;
+        const label = `${tag}fio 4k ${rw} QD32 ×${jobs} conn`;
         m.set(`${label} IOPS`, r.iops);
         m.set(`${label} p99`, r.p99us);
       }
@@ -100,11 +109,12 @@ async function main(): Promise<void> {
     const source = path.join(dir, 'source.raw');
     makeImage(image, SIZE);
     makeImage(source, SIZE);
-    const ours = await measure('qbd', image, source);
-    const theirs = hasReference() ? await measure('qsd', image, source) : undefined;
+    const pki = makePki(path.join(dir, 'pki'));
+    const ours = new Map([...(await measure('qbd', image, source)), ...(await measure('qbd', image, source, pki))]);
+    const theirs = hasReference() ? new Map([...(await measure('qsd', image, source)), ...(await measure('qsd', image, source, pki))]) : undefined;
     const figures: Figure[] = [...ours].map(([name, qbd]) => {
       const lat = name.endsWith('p99');
-      const f: Figure = { name, unit: lat ? 'µs' : name.startsWith('nbdcopy') ? 'MiB/s' : 'IOPS', qbd, lowerIsBetter: lat };
+      const f: Figure = { name, unit: lat ? 'µs' : name.includes('nbdcopy') ? 'MiB/s' : 'IOPS', qbd, lowerIsBetter: lat };
       const ref = theirs?.get(name);
       if (ref !== undefined) f.qsd = ref;
       return f;

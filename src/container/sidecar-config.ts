@@ -2,7 +2,8 @@
  * The storage sidecar's configuration: a JSON file and/or environment
  * variables, turned into a qemu-storage-daemon command line with safe
  * defaults for a pod. QMP listens only on a UNIX socket in a private
- * directory; NBD over TCP is refused without TLS credentials; exports are
+ * directory; NBD over TCP needs TLS credentials among the objects (x509
+ * with verify-peer and a tls-authz allowlist, or PSK); exports are
  * read-only unless the configuration says `writable: true`.
  *
  * File (QBD_CONFIG, default /etc/qbd/config.json when it exists):
@@ -83,6 +84,31 @@ export function mergeEnvironment(file: SidecarConfig, env: NodeJS.ProcessEnv): S
   return out;
 }
 
+const OFF = new Set<unknown>([false, 'off', 'false', 'no']);
+
+/**
+ * NBD over TCP only in TLS's forced mode, with credentials the objects
+ * define for a server: x509 must verify peers and name a tls-authz object
+ * (an allowlist, deny by default); PSK, where the key is the proof, may.
+ */
+function checkTcpTls(server: Record<string, unknown>, objects: OptionValue[]): void {
+  const credsId = server['tls-creds'];
+  if (!credsId) throw new SidecarConfigError('nbd-server: NBD over TCP needs tls-creds; use a UNIX socket in a shared volume, or give TLS credentials');
+  const byId = new Map(objects.map((o) => [fields(o).id, fields(o)]));
+  const creds = byId.get(credsId);
+  if (!creds || (creds['qom-type'] !== 'tls-creds-x509' && creds['qom-type'] !== 'tls-creds-psk')) {
+    throw new SidecarConfigError(`nbd-server: tls-creds '${String(credsId)}' must name a tls-creds-x509 or tls-creds-psk object of the configuration`);
+  }
+  if (creds.endpoint !== 'server') throw new SidecarConfigError(`nbd-server: TLS credentials '${String(credsId)}' need endpoint=server`);
+  if (creds['qom-type'] !== 'tls-creds-x509') return;
+  if (OFF.has(creds['verify-peer'])) throw new SidecarConfigError(`nbd-server: TLS credentials '${String(credsId)}' must verify clients (verify-peer=on) for NBD over TCP`);
+  const authz = server['tls-authz'];
+  const rules = authz === undefined ? undefined : byId.get(authz);
+  if (!rules || (rules['qom-type'] !== 'authz-simple' && rules['qom-type'] !== 'authz-list')) {
+    throw new SidecarConfigError('nbd-server: x509 over TCP needs tls-authz naming an authz-simple or authz-list object of the configuration');
+  }
+}
+
 /** The command line qbd runs with. Throws SidecarConfigError for an unsafe or malformed configuration. */
 export function commandLineFor(config: SidecarConfig): string[] {
   const qmp = config['qmp-socket'] ?? DEFAULT_QMP_SOCKET;
@@ -94,9 +120,7 @@ export function commandLineFor(config: SidecarConfig): string[] {
   if (server) {
     const f = fields(server);
     const addrType = isKeyval(server) ? (f.addr as { type?: string } | undefined)?.type : (f.addr as { type?: string } | undefined)?.type;
-    if (addrType === 'inet' && !f['tls-creds']) {
-      throw new SidecarConfigError('nbd-server: NBD over TCP needs tls-creds; use a UNIX socket in a shared volume, or give TLS credentials');
-    }
+    if (addrType === 'inet') checkTcpTls(f, config.objects ?? []);
     args.push('--nbd-server', argument(server));
   }
   for (const e of config.exports ?? []) {

@@ -1,22 +1,36 @@
 /**
- * User-creatable objects (--object / object-add / object-del). qbd has the
- * `iothread` type: each iothread is an I/O context, a worker thread of its
- * own. Its polling properties tune QEMU's event loop; they are accepted,
- * range-checked and kept, and have no effect on a Node event loop.
+ * User-creatable objects (--object / object-add / object-del).
+ *
+ * - `iothread`: an I/O context, a worker thread of its own. Its polling
+ *   properties tune QEMU's event loop; they are accepted, range-checked and
+ *   kept, and have no effect on a Node event loop.
+ * - `tls-creds-x509`, `tls-creds-psk`: credentials read from a directory
+ *   when the object is created (tls-creds.ts), kept as plain data.
+ * - `authz-simple`, `authz-list`: rules an identity is checked against.
+ *
+ * Users such as the NBD server take a copy of credentials when they start,
+ * so deleting an object they use is allowed, as in QEMU, where they hold a
+ * reference: they go on with what they took.
  */
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
 import { addIothreadContext, findIothreadContext, removeIothreadContext } from '../block/global-state/io-contexts';
+import type { AuthzRule, AuthzRules } from '../crypto/authz';
+import type { TlsCredentials } from '../crypto/tls-credentials';
+import { loadPsk, loadX509, type TlsCredsProps } from './tls-creds';
 
 interface UserObject {
   id: string;
   qomType: string;
   props: Record<string, unknown>;
+  tlsCreds?: TlsCredentials;
+  authz?: AuthzRules;
 }
 
 const objects = new Map<string, UserObject>();
 
-export const OBJECT_TYPES = ['iothread'] as const;
+/** Sorted, as `--object help` lists them. */
+export const OBJECT_TYPES = ['authz-list', 'authz-simple', 'iothread', 'tls-creds-psk', 'tls-creds-x509'] as const;
 
 const INT64_MAX = 9223372036854775807n;
 
@@ -34,16 +48,59 @@ function checkIothreadProps(props: Record<string, unknown>): void {
   }
 }
 
+/** The object with this id, if any: for options that name one (an nbd node's tls-creds). */
+export function findObject(id: string): Readonly<UserObject> | undefined {
+  assertMainLoop();
+  return objects.get(id);
+}
+
 export function objectAdd(args: Record<string, unknown>): void {
   assertMainLoop();
   const { 'qom-type': qomType, id, ...props } = args as { 'qom-type': string; id: string } & Record<string, unknown>;
   checkId(id);
   if (objects.has(id)) throw QmpError.generic(`attempt to add duplicate property '${id}' to object (type 'container')`);
-  if (qomType === 'iothread') {
-    checkIothreadProps(props);
-    addIothreadContext(id);
+  const obj: UserObject = { id, qomType, props };
+  switch (qomType) {
+    case 'iothread':
+      checkIothreadProps(props);
+      addIothreadContext(id);
+      break;
+    case 'tls-creds-x509':
+      obj.tlsCreds = loadX509(id, props as TlsCredsProps);
+      break;
+    case 'tls-creds-psk':
+      obj.tlsCreds = loadPsk(id, props as TlsCredsProps);
+      break;
+    case 'authz-simple':
+      obj.authz = { type: 'simple', identity: String(props.identity) };
+      break;
+    case 'authz-list': {
+      const rules = (props.rules ?? []) as Array<Omit<AuthzRule, 'format'> & { format?: AuthzRule['format'] }>;
+      obj.authz = {
+        type: 'list',
+        policy: props.policy === 'allow' ? 'allow' : 'deny',
+        rules: rules.map((r) => ({ match: r.match, policy: r.policy, format: r.format ?? 'exact' })),
+      };
+      break;
+    }
   }
-  objects.set(id, { id, qomType, props });
+  objects.set(id, obj);
+}
+
+/** The credentials of a tls-creds object, for a user of the given endpoint; errors as QEMU words them. */
+export function tlsCredsFor(id: string, endpoint: 'server' | 'client'): TlsCredentials {
+  assertMainLoop();
+  const obj = objects.get(id);
+  if (!obj) throw QmpError.generic(`No TLS credentials with id '${id}'`);
+  if (!obj.tlsCreds) throw QmpError.generic(`Object with id '${id}' is not TLS credentials`);
+  if (obj.tlsCreds.endpoint !== endpoint) throw QmpError.generic(`Expected TLS credentials for a ${endpoint} endpoint`);
+  return obj.tlsCreds;
+}
+
+/** The rules of an authz object, looked up when a peer is checked: undefined when there is none with that id. */
+export function authzRulesOf(id: string): AuthzRules | undefined {
+  assertMainLoop();
+  return objects.get(id)?.authz;
 }
 
 export async function objectDel(id: string): Promise<void> {

@@ -37,7 +37,28 @@ describe('the sidecar configuration', () => {
 
   it('refuses NBD over TCP without TLS credentials', () => {
     expect(() => commandLineFor({ 'nbd-server': { addr: { type: 'inet', host: '0.0.0.0', port: '10809' } } })).toThrow(SidecarConfigError);
-    expect(() => commandLineFor({ 'nbd-server': { addr: { type: 'inet', host: '0.0.0.0', port: '10809' }, 'tls-creds': 'tls0' } })).not.toThrow();
+    expect(() => commandLineFor({ 'nbd-server': { addr: { type: 'inet', host: '0.0.0.0', port: '10809' }, 'tls-creds': 'tls0' } })).toThrow(/must name a tls-creds-x509/);
+  });
+
+  it('takes x509 over TCP only for a server that verifies clients against a tls-authz allowlist', () => {
+    const tcp = { addr: { type: 'inet', host: '0.0.0.0', port: '10809' }, 'tls-creds': 'tls0', 'tls-authz': 'authz0' };
+    const x509 = { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: '/etc/qbd/tls', endpoint: 'server' };
+    const authz = { 'qom-type': 'authz-list', id: 'authz0', rules: [{ match: 'C=GB,O=Example,CN=reader', policy: 'allow' }] };
+    expect(commandLineFor({ objects: [x509, authz], 'nbd-server': tcp })).toContain('--nbd-server');
+    expect(() => commandLineFor({ objects: [{ ...x509, endpoint: undefined }, authz], 'nbd-server': tcp })).toThrow(/endpoint=server/);
+    expect(() => commandLineFor({ objects: [{ ...x509, 'verify-peer': false }, authz], 'nbd-server': tcp })).toThrow(/verify-peer=on/);
+    expect(() => commandLineFor({ objects: [x509], 'nbd-server': tcp })).toThrow(/tls-authz/);
+    const fromEnv = mergeEnvironment({}, {
+      QBD_OBJECT_0: 'tls-creds-x509,id=tls0,dir=/etc/qbd/tls,endpoint=server,verify-peer=off',
+      QBD_OBJECT_1: 'authz-simple,id=authz0,identity=CN=reader',
+      QBD_NBD_SERVER: 'addr.type=inet,addr.host=0.0.0.0,addr.port=10809,tls-creds=tls0,tls-authz=authz0',
+    });
+    expect(() => commandLineFor(fromEnv)).toThrow(/verify-peer=on/);
+  });
+
+  it('takes PSK over TCP, with or without tls-authz', () => {
+    const psk = { 'qom-type': 'tls-creds-psk', id: 'tls0', dir: '/etc/qbd/psk', endpoint: 'server' };
+    expect(commandLineFor({ objects: [psk], 'nbd-server': { addr: { type: 'inet', host: '::', port: '10809' }, 'tls-creds': 'tls0' } })).toContain('--nbd-server');
   });
 
   it('keeps QMP on a UNIX socket at an absolute path, escaping commas', () => {

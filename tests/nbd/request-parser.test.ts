@@ -141,6 +141,9 @@ describe('Handshake', () => {
         throw new Error(`closed: ${reason}`);
       },
       done: (_e, state, leftover) => (done = { state, leftover }),
+      startTls: () => {
+        throw new Error('no TLS here');
+      },
     });
     for (const c of chunks) {
       if (done) done.leftover = Buffer.concat([done.leftover, c]);

@@ -3,6 +3,7 @@ import type { GsDriver } from './driver-gs';
 import { fileGs, hostDeviceGs } from '../drivers/file/gs';
 import { nullAioGs, nullCoGs } from '../drivers/null/gs';
 import { qcow2Gs } from '../drivers/qcow2/gs';
+import { nbdGs } from '../drivers/nbd/gs';
 import { rawGs } from '../drivers/raw/gs';
 import { mirrorTopGs } from '../drivers/mirror-top/gs';
 import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
@@ -10,6 +11,7 @@ import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
 export const gsDrivers = new Map<string, GsDriver>([
   ['file', fileGs],
   ['host_device', hostDeviceGs],
+  ['nbd', nbdGs],
   ['raw', rawGs],
   ['qcow2', qcow2Gs],
   ['null-co', nullCoGs],

@@ -74,8 +74,10 @@ function imageInfo(node: BlockNode): Record<string, unknown> {
     filename: nodeFilename(node),
     format: node.driver.descriptor.name,
     'virtual-size': node.length,
-    'actual-size': node.driver.allocatedSize?.(node) ?? allocatedOfChildren(node),
   };
+  // A driver that cannot tell (QEMU's -ENOTSUP, e.g. nbd) shows no actual-size at all.
+  const actual = node.driver.allocatedSize ? node.driver.allocatedSize(node) : allocatedOfChildren(node);
+  if (actual !== undefined) image['actual-size'] = actual;
   if (facts?.clusterSize !== undefined) image['cluster-size'] = facts.clusterSize;
   if (hasDriverInfo(node)) image['dirty-flag'] = facts?.dirtyFlag ?? false;
   const specific = node.driver.formatSpecific?.(node);
@@ -131,9 +133,10 @@ export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
   };
 }
 
-function allocatedOfChildren(node: BlockNode): number {
+function allocatedOfChildren(node: BlockNode): number | undefined {
   const file = node.child('file');
-  return file ? (file.driver.allocatedSize?.(file) ?? allocatedOfChildren(file)) : 0;
+  if (!file) return 0;
+  return file.driver.allocatedSize ? file.driver.allocatedSize(file) : allocatedOfChildren(file);
 }
 
 /** query-named-block-nodes: newest node first, as QEMU lists them. */

@@ -7,6 +7,7 @@ import type { Channel } from '../../common/channel';
 import { installNbdService } from '../../exports/nbd/server-io';
 import type { IoGraph } from './io-graph';
 import { installJobService } from '../../jobs/io/job-service';
+import { installNbdClientService } from '../drivers/nbd/service';
 
 export interface IoContextRuntime {
   readonly name: string;
@@ -16,4 +17,4 @@ export interface IoContextRuntime {
 
 export type ContextService = (runtime: IoContextRuntime) => void;
 
-export const contextServices: ContextService[] = [installNbdService, installJobService];
+export const contextServices: ContextService[] = [installNbdService, installJobService, installNbdClientService];

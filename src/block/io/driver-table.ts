@@ -3,6 +3,7 @@ import type { IoDriver } from './driver-io';
 import { fileIo } from '../drivers/file/io';
 import { nullIo } from '../drivers/null/io';
 import { qcow2Io } from '../drivers/qcow2/io';
+import { nbdIo } from '../drivers/nbd/io';
 import { rawIo } from '../drivers/raw/io';
 import { mirrorTopIo } from '../drivers/mirror-top/io';
 import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
@@ -10,6 +11,7 @@ import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
 export const ioDrivers = new Map<string, IoDriver<any>>([
   ['file', fileIo],
   ['host_device', fileIo],
+  ['nbd', nbdIo],
   ['raw', rawIo],
   ['qcow2', qcow2Io],
   ['null-co', nullIo],

@@ -4,7 +4,7 @@
  * bounds, read-only, sizes) and run concurrently on the node through an
  * `IoBackend`, up to a per-connection cap; replies go out as each finishes.
  */
-import type * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { STATUS } from '../../block/common/io-types';
 import type { IoBackend } from '../../block/io/backend';
 import type { NbdExportEntry, NegotiatedState } from './messages';
@@ -71,7 +71,8 @@ export class TransmissionConnection {
   private readonly metaContexts: Array<[string, number]>;
 
   constructor(
-    private readonly socket: net.Socket,
+    /** A socket, a TLS session, or a stream relayed from the context that holds the session. */
+    private readonly socket: Duplex,
     private readonly exp: ServedExport,
     private readonly state: NegotiatedState,
     leftover: Buffer,

@@ -5,6 +5,14 @@
  * payload too long to buffer, until EXPORT_NAME or a successful GO ends it
  * (`done`) or the client aborts or misbehaves (`closed`). Unknown options
  * get NBD_REP_ERR_UNSUP and negotiation goes on.
+ *
+ * With TLS credentials the server is in the protocol's FORCEDTLS mode, as
+ * QEMU's is: until STARTTLS succeeds every option but STARTTLS gets
+ * NBD_REP_ERR_TLS_REQD (ABORT too, then the connection closes), and
+ * EXPORT_NAME, which cannot be refused with a reply, ends the connection.
+ * STARTTLS moves to `tls-upgrade` until the owner of the socket reports the
+ * TLS session established (`tlsEstablished`); whatever the client sent
+ * before that is discarded and every negotiated state starts afresh.
  */
 import { ByteQueue } from './byte-queue';
 import type { NbdExportEntry, NegotiatedState } from './messages';
@@ -36,8 +44,8 @@ export interface ExportDirectory {
   list(): NbdExportEntry[];
   /** The export's current size. */
   sizeOf(entry: NbdExportEntry): number;
-  /** Whether this context can serve the export, or hand the connection to the context that can. */
-  canServe(entry: NbdExportEntry): boolean;
+  /** Whether this context can serve the export, or hand the connection (a TLS session if `tls`) to the context that can. */
+  canServe(entry: NbdExportEntry, tls: boolean): boolean;
 }
 
 export interface HandshakeOutput {
@@ -46,6 +54,8 @@ export interface HandshakeOutput {
   close(reason: string): void;
   /** The client entered the transmission phase of `entry`; `leftover` holds bytes already received. */
   done(entry: NbdExportEntry, state: NegotiatedState, leftover: Buffer): void;
+  /** STARTTLS was acknowledged: run the TLS handshake on the socket, then call `tlsEstablished()`. */
+  startTls(): void;
 }
 
 type State =
@@ -53,6 +63,7 @@ type State =
   | { name: 'option-header' }
   | { name: 'option-data'; option: number; length: number }
   | { name: 'option-skip'; option: number; left: number }
+  | { name: 'tls-upgrade' }
   | { name: 'done' }
   | { name: 'closed' };
 
@@ -104,17 +115,33 @@ export class Handshake {
   /** The export SET_META_CONTEXT was for: BLOCK_STATUS is allowed only on that one. */
   private metaExport: string | undefined;
 
+  /** Whether the options so far came over TLS. */
+  private tlsActive = false;
+
   constructor(
     private readonly exports: ExportDirectory,
     private readonly out: HandshakeOutput,
+    /** The server has TLS credentials: nothing but STARTTLS before TLS. */
+    private readonly tlsRequired = false,
   ) {}
+
+  /** The TLS session is up: negotiation starts afresh inside it. */
+  tlsEstablished(): void {
+    if (this.state.name !== 'tls-upgrade') return;
+    this.tlsActive = true;
+    this.structuredReply = false;
+    this.metaContexts = {};
+    this.metaExport = undefined;
+    this.state = { name: 'option-header' };
+  }
 
   get finished(): boolean {
     return this.state.name === 'done' || this.state.name === 'closed';
   }
 
   push(chunk: Buffer): void {
-    if (this.finished) return;
+    // Bytes that reach negotiation while TLS starts came in plaintext behind STARTTLS: never trust them.
+    if (this.finished || this.state.name === 'tls-upgrade') return;
     this.queue.push(chunk);
     this.run();
   }
@@ -130,6 +157,7 @@ export class Handshake {
       switch (st.name) {
         case 'done':
         case 'closed':
+        case 'tls-upgrade':
           return;
         case 'client-flags': {
           if (this.queue.length < 4) return;
@@ -187,6 +215,7 @@ export class Handshake {
   }
 
   private handleOption(option: number, data: Buffer): void {
+    if (this.tlsRequired && !this.tlsActive) return this.beforeTls(option, data);
     switch (option) {
       case OPT.EXPORT_NAME:
         return this.exportName(data);
@@ -196,6 +225,8 @@ export class Handshake {
       case OPT.LIST:
         return this.list(data);
       case OPT.STARTTLS:
+        if (data.length !== 0) return this.badStartTls();
+        if (this.tlsActive) return this.error(option, REP.ERR_INVALID, 'TLS already enabled');
         return this.error(option, REP.ERR_POLICY, 'TLS not configured');
       case OPT.INFO:
       case OPT.GO:
@@ -210,6 +241,30 @@ export class Handshake {
         return this.metaContext(option, data);
       default:
         return this.error(option, REP.ERR_UNSUP, `Unsupported option ${option} (${optionName(option)})`);
+    }
+  }
+
+  /** A client that cannot start TLS correctly is dropped, whether or not the server has TLS. */
+  private badStartTls(): void {
+    this.error(OPT.STARTTLS, REP.ERR_INVALID, `option '${optionName(OPT.STARTTLS)}' has unexpected length`);
+    this.close('STARTTLS with a payload');
+  }
+
+  /** FORCEDTLS: the options a client may send before TLS. */
+  private beforeTls(option: number, data: Buffer): void {
+    switch (option) {
+      case OPT.STARTTLS:
+        if (data.length !== 0) return this.badStartTls();
+        this.reply(option, REP.ACK);
+        this.state = { name: 'tls-upgrade' };
+        this.queue.drain();
+        return this.out.startTls();
+      case OPT.EXPORT_NAME:
+        // No error reply is possible: the connection ends.
+        return this.close(`Option 0x${option.toString(16)} not permitted before TLS`);
+      default:
+        this.error(option, REP.ERR_TLS_REQD, `Option 0x${option.toString(16)} not permitted before TLS`);
+        if (option === OPT.ABORT) this.close('client aborted negotiation');
     }
   }
 
@@ -230,7 +285,7 @@ export class Handshake {
 
   private exportName(data: Buffer): void {
     const entry = this.exports.find(data.toString('utf8'));
-    if (!entry || !this.exports.canServe(entry)) return this.close(`export '${data.toString('utf8')}' not present`);
+    if (!entry || !this.exports.canServe(entry, this.tlsActive)) return this.close(`export '${data.toString('utf8')}' not present`);
     const info = this.exportInfo(entry);
     this.out.write(this.noZeroes ? info : Buffer.concat([info, Buffer.alloc(EXPORT_NAME_PADDING)]));
     this.finish(entry);
@@ -269,7 +324,7 @@ export class Handshake {
     for (let i = 0; i < count; i++) requested.add(data.readUInt16BE(name.next + 2 + i * 2));
     const entry = this.exports.find(name.value);
     if (!entry) return this.error(option, REP.ERR_UNKNOWN, `export '${name.value}' not present`);
-    if (option === OPT.GO && !this.exports.canServe(entry)) {
+    if (option === OPT.GO && !this.exports.canServe(entry, this.tlsActive)) {
       return this.error(option, REP.ERR_PLATFORM, `export '${name.value}' lives in an I/O context this connection cannot move to`);
     }
 

@@ -2,7 +2,9 @@
  * The messages between the main loop's NBD server and the NBD service of
  * I/O contexts. Plain data only: these cross the thread boundary.
  */
+import type { MessagePort } from 'node:worker_threads';
 import { notificationType, requestType } from '../../common/channel';
+import type { TlsCredentials } from '../../crypto/tls-credentials';
 
 export type NbdListenAddress =
   | { type: 'unix'; path: string }
@@ -14,6 +16,8 @@ export interface NbdListenParams {
   maxConnections: number;
   /** A client that has not finished negotiating by then is dropped. */
   handshakeTimeoutMs: number;
+  /** With credentials, clients must start TLS before anything else; `authz` names the object peers are checked against. */
+  tls?: { creds: TlsCredentials; authz?: string };
 }
 
 /** What an I/O context knows about an export: enough to negotiate it, and, where its node lives, to serve it. */
@@ -43,6 +47,8 @@ export interface NegotiatedState {
 }
 
 export const nbdListen = requestType<NbdListenParams, void>('nbd.listen');
+/** From the negotiating context: may this TLS peer (certificate DN or PSK username) connect? The main loop owns the authz objects. */
+export const nbdAuthzCheck = requestType<{ authz: string; identity: string }, boolean>('nbd.authz-check');
 /** Closes the listener and every connection still negotiating. */
 export const nbdStopListening = requestType<void, void>('nbd.stop-listening');
 export const nbdExportAdd = requestType<NbdExportEntry, void>('nbd.export-add');
@@ -50,9 +56,15 @@ export const nbdExportAdd = requestType<NbdExportEntry, void>('nbd.export-add');
 export const nbdExportRemove = requestType<{ name: string }, void>('nbd.export-remove');
 /** How many clients are in the transmission phase of the export. */
 export const nbdExportClients = requestType<{ name: string }, number>('nbd.export-clients');
-/** A connection moving from the negotiating context to the export's; `ticket` keeps it counted against max-connections. */
+/**
+ * A connection moving from the negotiating context to the export's:
+ * a plain socket's descriptor, or for a TLS session a port the negotiating
+ * context relays the plaintext over. `ticket` keeps it counted against
+ * max-connections.
+ */
 export interface Handoff {
-  fd: number;
+  fd?: number;
+  port?: MessagePort;
   ticket: number;
   state: NegotiatedState;
   leftover: Uint8Array;

@@ -10,6 +10,8 @@ import { QmpError } from '../../qmp/errors';
 import { getDefaultContext } from '../../block/global-state/io-contexts';
 import type { IoContext } from '../../block/global-state/io-context';
 import * as msg from './messages';
+import { authzAllows } from '../../crypto/authz';
+import { authzRulesOf, tlsCredsFor } from '../../objects/objects';
 
 /** How long a client may take to negotiate (QEMU later made this `handshake-max-seconds`, default 10). */
 export const HANDSHAKE_TIMEOUT_MS = Number(process.env.QBD_NBD_HANDSHAKE_TIMEOUT_MS) || 10_000;
@@ -81,15 +83,18 @@ export function listenAddress(addr: Record<string, unknown>, legacy: boolean): m
 export async function nbdServerStart(config: NbdServerConfig): Promise<void> {
   assertMainLoop();
   if (running) throw QmpError.generic('NBD server already running');
-  // No tls-creds object type exists in qbd yet, so no id can name one; the reference says the same for an unknown id.
-  if (config.tlsCreds !== undefined) throw QmpError.generic(`No TLS credentials with id '${config.tlsCreds}'`);
-  // tls-authz without tls-creds has no effect, and the reference accepts it silently too.
+  // The server keeps a copy: deleting the object later does not stop it, as QEMU's reference does not.
+  const creds = config.tlsCreds === undefined ? undefined : tlsCredsFor(config.tlsCreds, 'server');
   const ctx = getDefaultContext();
   ctx.channel.onRequest(msg.nbdHandoff, (p) => handOff(p));
+  ctx.channel.onRequest(msg.nbdAuthzCheck, ({ authz, identity }) => authzCheck(authz, identity));
   // Held from here: the worker's answer alone would not keep the main loop waiting for it.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   try {
-    await ctx.channel.request(msg.nbdListen, { address: config.address, maxConnections: config.maxConnections, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS });
+    const params: msg.NbdListenParams = { address: config.address, maxConnections: config.maxConnections, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS };
+    // tls-authz without tls-creds has no effect, and the reference accepts it silently too.
+    if (creds) params.tls = config.tlsAuthz === undefined ? { creds } : { creds, authz: config.tlsAuthz };
+    await ctx.channel.request(msg.nbdListen, params);
   } catch (err) {
     clearInterval(keepAlive);
     throw QmpError.generic((err as Error).message);
@@ -107,11 +112,22 @@ export async function nbdServerStopListening(): Promise<void> {
   await server.ctx.channel.request(msg.nbdStopListening, undefined).catch((err: Error) => log.error({ err: err.message }, 'NBD server stop failed'));
 }
 
+/** tls-authz names an object looked up at each check, as in QEMU: one added later counts, a missing one denies. */
+function authzCheck(authz: string, identity: string): boolean {
+  assertMainLoop();
+  const rules = authzRulesOf(authz);
+  if (!rules) {
+    log.warn({ authz }, `No authorization object with id '${authz}'`);
+    return false;
+  }
+  return authzAllows(rules, identity);
+}
+
 async function handOff(p: msg.Handoff): Promise<void> {
   assertMainLoop();
   const target = routeHandoff(p.state);
   if (!target) throw Object.assign(new Error(`export '${p.state.exportName}' is gone`), { code: 'ENOENT' });
   // When the client leaves, the negotiating context stops counting it against max-connections.
   target.channel.onNotification(msg.nbdClientGone, ({ ticket }) => running?.ctx.channel.notify(msg.nbdReleaseTicket, { ticket }));
-  await target.channel.request(msg.nbdAdopt, p);
+  await target.channel.request(msg.nbdAdopt, p, p.port ? [p.port] : undefined);
 }

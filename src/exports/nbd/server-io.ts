@@ -9,12 +9,18 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { strerror } from '../../common/errno';
 import { log } from '../../common/log';
 import { assertIoContext } from '../../common/thread-context';
 import { IoBackend } from '../../block/io/backend';
 import type { IoContextRuntime } from '../../block/io/context-services';
 import { dupFd, dupFdAvailable } from '../../native/native';
+import { serverTlsOptions } from '../../crypto/tls-options';
+import { certificateInfo } from '../../crypto/x509-info';
+import type { Duplex } from 'node:stream';
+import { MessageChannel } from 'node:worker_threads';
+import { PortStream, relayOverPort } from './port-relay';
 import { TransmissionConnection } from './connection';
 import { greeting, Handshake, type ExportDirectory } from './handshake';
 import * as msg from './messages';
@@ -37,7 +43,7 @@ class NbdContextService implements ExportDirectory {
   private server: net.Server | undefined;
   private params: msg.NbdListenParams | undefined;
   /** Every socket this context accepted and still holds, negotiating or served. */
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<Duplex>();
   /** Connections handed to other contexts and still open there: they count against max-connections. */
   private readonly handedOff = new Set<number>();
   private nextTicket = 1;
@@ -58,8 +64,9 @@ class NbdContextService implements ExportDirectory {
     return this.exports.get(entry.name)?.backend?.length ?? entry.size;
   }
 
-  canServe(entry: msg.NbdExportEntry): boolean {
-    return entry.home === this.runtime.name || dupFdAvailable;
+  canServe(entry: msg.NbdExportEntry, tlsSession: boolean): boolean {
+    // A TLS session is relayed over a port; a plain socket moves by descriptor.
+    return entry.home === this.runtime.name || tlsSession || dupFdAvailable;
   }
 
   // ---- listening -------------------------------------------------------------
@@ -113,32 +120,93 @@ class NbdContextService implements ExportDirectory {
       socket.destroy();
       return;
     }
+    this.track(socket);
+    socket.setNoDelay(true);
+    // Covers the TLS handshake too: a client stalling inside it is dropped like any other.
+    const timer = setTimeout(() => stream.destroy(), params.handshakeTimeoutMs);
+    timer.unref();
+    /** What negotiation reads and writes: the socket, then the TLS session over it. */
+    let stream: net.Socket = socket;
+    const onData = (chunk: Buffer): void => handshake.push(chunk);
+    const handshake = new Handshake(
+      this,
+      {
+        write: (buf) => {
+          if (!stream.destroyed) stream.write(buf);
+        },
+        close: () => {
+          clearTimeout(timer);
+          stream.end();
+          stream.destroySoon();
+        },
+        done: (entry, state, leftover) => {
+          clearTimeout(timer);
+          stream.removeListener('data', onData);
+          stream.pause();
+          if (entry.home === this.runtime.name) this.serve(stream, state, leftover);
+          else if (stream instanceof tls.TLSSocket) this.relay(stream, state, leftover);
+          else this.handOff(stream, state, leftover);
+        },
+        startTls: () => {
+          socket.removeListener('data', onData);
+          socket.pause();
+          const secure = this.startTls(socket, params.tls!, () => {
+            secure?.on('data', onData);
+            handshake.tlsEstablished();
+          });
+          if (secure) stream = secure;
+        },
+      },
+      params.tls !== undefined,
+    );
+    socket.on('data', onData);
+    socket.write(greeting());
+  }
+
+  private track(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    socket.setNoDelay(true);
-    const timer = setTimeout(() => socket.destroy(), params.handshakeTimeoutMs);
-    timer.unref();
-    const handshake = new Handshake(this, {
-      write: (buf) => {
-        if (!socket.destroyed) socket.write(buf);
-      },
-      close: () => {
-        clearTimeout(timer);
-        socket.end();
-        socket.destroySoon();
-      },
-      done: (entry, state, leftover) => {
-        clearTimeout(timer);
-        socket.removeListener('data', onData);
-        socket.pause();
-        if (entry.home === this.runtime.name) this.serve(socket, state, leftover);
-        else this.handOff(socket, state, leftover);
-      },
+  }
+
+  /** Runs the TLS handshake over an accepted socket, checks the peer against tls-authz, and hands on the session. */
+  private startTls(socket: net.Socket, config: NonNullable<msg.NbdListenParams['tls']>, ready: () => void): tls.TLSSocket | undefined {
+    let pskUser: string | undefined;
+    let secure: tls.TLSSocket;
+    try {
+      secure = new tls.TLSSocket(socket, serverTlsOptions(config.creds, (user) => (pskUser = user)));
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'NBD TLS session could not be set up');
+      socket.destroy();
+      return undefined;
+    }
+    this.sockets.delete(socket);
+    this.track(secure);
+    const fail = (why: string): void => {
+      log.warn({ reason: why }, 'NBD client refused: TLS handshake failed');
+      secure.destroy();
+    };
+    secure.once('error', (err) => fail(err.message));
+    secure.once('secure', () => {
+      const identity = this.peerIdentity(secure, config, pskUser);
+      if (config.authz === undefined || identity === undefined) return ready();
+      this.runtime.channel
+        .request(msg.nbdAuthzCheck, { authz: config.authz, identity })
+        .then((allowed) => {
+          if (allowed) return ready();
+          fail(`TLS ${config.creds.type === 'x509' ? 'x509' : 'PSK'} authz check for ${identity} is denied`);
+        })
+        .catch((err: Error) => fail(err.message));
     });
-    const onData = (chunk: Buffer): void => handshake.push(chunk);
-    socket.on('data', onData);
-    socket.write(greeting());
+    return secure;
+  }
+
+  /** The name tls-authz checks, as QEMU takes it: the PSK username, or the client certificate's DN when peers are verified. */
+  private peerIdentity(secure: tls.TLSSocket, config: NonNullable<msg.NbdListenParams['tls']>, pskUser: string | undefined): string | undefined {
+    if (config.creds.type === 'psk') return pskUser ?? '';
+    if (!config.creds.verifyPeer) return undefined;
+    const cert = secure.getPeerX509Certificate();
+    return cert ? certificateInfo(cert.raw).subject : '';
   }
 
   /** Moves a negotiated connection to the context its export lives in. */
@@ -166,9 +234,27 @@ class NbdContextService implements ExportDirectory {
     });
   }
 
+  /**
+   * Serves a TLS session from the export's context: the session stays here
+   * (it cannot leave this thread) and its plaintext goes over a port. The
+   * session stays in `sockets`, so it counts against max-connections here.
+   */
+  private relay(secure: tls.TLSSocket, state: msg.NegotiatedState, leftover: Buffer): void {
+    const { port1, port2 } = new MessageChannel();
+    const ticket = this.nextTicket++;
+    this.runtime.channel.request(msg.nbdHandoff, { port: port2, ticket, state, leftover }, [port2]).then(
+      () => relayOverPort(secure, port1),
+      (err: Error) => {
+        log.error({ err: err.message }, 'NBD connection hand-over failed');
+        port1.close();
+        secure.destroy();
+      },
+    );
+  }
+
   // ---- serving ---------------------------------------------------------------
 
-  private serve(socket: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
+  private serve(socket: Duplex, state: msg.NegotiatedState, leftover: Buffer): void {
     const known = this.exports.get(state.exportName);
     if (!known?.backend) return void socket.destroy();
     const backend = known.backend;
@@ -182,9 +268,14 @@ class NbdContextService implements ExportDirectory {
 
   adopt(params: msg.Handoff): void {
     assertIoContext();
-    const socket = new net.Socket({ fd: params.fd, readable: true, writable: true });
+    let socket: net.Socket | PortStream;
+    if (params.port) {
+      socket = new PortStream(params.port);
+    } else {
+      socket = new net.Socket({ fd: params.fd!, readable: true, writable: true });
+      socket.setNoDelay(true);
+    }
     socket.pause();
-    socket.setNoDelay(true);
     this.sockets.add(socket);
     socket.on('close', () => {
       this.sockets.delete(socket);

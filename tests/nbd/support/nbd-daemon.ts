@@ -26,6 +26,8 @@ export interface NbdDaemonOptions {
   before?: string[];
   /** max-connections of the NBD server. */
   maxConnections?: number;
+  /** More --nbd-server options, such as `tls-creds=ID,tls-authz=ID`. */
+  serverOptions?: string;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -38,7 +40,7 @@ export async function startNbdDaemon(flavour: Flavour, opts: NbdDaemonOptions = 
   const args = [
     ...(opts.before ?? []),
     '--blockdev', `driver=file,filename=${image},node-name=disk`,
-    '--nbd-server', `addr.type=unix,addr.path=${socket}${opts.maxConnections !== undefined ? `,max-connections=${opts.maxConnections}` : ''}`,
+    '--nbd-server', `addr.type=unix,addr.path=${socket}${opts.maxConnections !== undefined ? `,max-connections=${opts.maxConnections}` : ''}${opts.serverOptions ? `,${opts.serverOptions}` : ''}`,
     ...(opts.exports ?? ['type=nbd,id=e0,node-name=disk,name=disk,writable=on']).flatMap((e) => ['--export', e]),
   ];
   const daemon = await startDaemon(flavour, args, { dir, ...(opts.env ? { env: opts.env } : {}) });

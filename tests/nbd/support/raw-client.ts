@@ -3,6 +3,7 @@
  * it is told to, so tests can send what well-behaved clients never do.
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 
 export const IHAVEOPT = 0x49484156454f5054n;
 export const REQUEST_MAGIC = 0x25609513;
@@ -28,6 +29,25 @@ export class RawClient {
     return new Promise((resolve, reject) => {
       const s = net.createConnection(path, () => resolve(new RawClient(s)));
       s.once('error', reject);
+    });
+  }
+
+  /**
+   * STARTTLS, then a TLS session over the same socket with `options`; `junk`
+   * is sent in plaintext right behind the option. Resolves with a client that
+   * speaks inside the session, or rejects with the reply or the TLS error.
+   */
+  async startTls(options: tls.ConnectionOptions, junk?: Buffer): Promise<RawClient> {
+    const h = Buffer.alloc(16);
+    h.writeBigUInt64BE(IHAVEOPT, 0);
+    h.writeUInt32BE(5, 8);
+    this.write(junk ? Buffer.concat([h, junk]) : h);
+    const reply = await this.optionReply();
+    if (reply.type !== 1) throw new Error(`STARTTLS refused: 0x${reply.type.toString(16)} ${reply.data.toString()}`);
+    return new Promise((resolve, reject) => {
+      const secure = tls.connect({ ...options, socket: this.socket }, () => resolve(new RawClient(secure)));
+      secure.once('error', reject);
+      secure.once('close', () => reject(new Error('closed during the TLS handshake')));
     });
   }
 

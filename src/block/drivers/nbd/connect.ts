@@ -1,0 +1,34 @@
+/**
+ * A fresh connection to the server: dial, then negotiate. With an open
+ * timeout, failures are retried until it runs out, as QEMU's client does.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { NbdConnectOptions } from './common';
+import { dial } from './dial';
+import { negotiate } from './negotiate';
+import { Transmission } from './transmission';
+
+export async function connectOnce(options: NbdConnectOptions): Promise<Transmission> {
+  const socket = await dial(options.server);
+  try {
+    const { info, leftover } = await negotiate(socket, options);
+    return new Transmission(socket, info, leftover);
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+/** Tries until success or until `timeoutSeconds` have passed (0: once); the last error wins. */
+export async function connectWithTimeout(options: NbdConnectOptions, timeoutSeconds: number): Promise<Transmission> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    try {
+      return await connectOnce(options);
+    } catch (err) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw err;
+      await sleep(Math.min(1000, left));
+    }
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * blockdev-add driver=nbd in the same QMP session against qbd and
+ * qemu-storage-daemon, both clients of the same qemu-nbd servers: the
+ * replies (errors to the letter, file names, query output, the graph) must
+ * be the same.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { normalise } from '../helpers/compare';
+import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
+import { toolAvailable } from '../helpers/tools';
+import { freePort, sparseFile, startQemuNbd, type NbdServer } from './support/servers';
+
+async function session(flavour: Flavour, steps: string[], vars: Record<string, string>): Promise<unknown[]> {
+  const dir = tempDir(`qbd-nbdc-compat-${flavour}-`);
+  let daemon: RunningDaemon | undefined;
+  try {
+    daemon = await startDaemon(flavour, [], { dir });
+    const c = await daemon.client();
+    const replies: unknown[] = [];
+    for (const step of steps) {
+      let text = step;
+      for (const [k, v] of Object.entries(vars)) text = text.split(k).join(v);
+      c.sendRaw(text);
+      replies.push(normalise(await c.next(30_000), vars.$SRV!));
+    }
+    c.close();
+    return replies;
+  } finally {
+    await daemon?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const add = (args: string): string => `{"execute":"blockdev-add","arguments":{"driver":"nbd",${args}}}`;
+
+const STEPS = [
+  add('"node-name":"n0","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp"'),
+  add('"node-name":"n1","server":{"type":"unix","path":"$SRV/nope.sock"},"export":"exp"'),
+  add('"node-name":"n2","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"nope"'),
+  add('"node-name":"n3","server":{"type":"unix","path":"$SRV/rw.sock"}'),
+  add('"node-name":"n4","server":{"type":"inet","host":"127.0.0.1","port":"1"},"export":"exp"'),
+  add('"node-name":"n5","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp","tls-creds":"tls0"'),
+  add('"node-name":"n6","server":{"type":"fd","str":"3"},"export":"exp"'),
+  add('"node-name":"n7","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp","reconnect-delay":-1'),
+  add('"node-name":"n8","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp"'),
+  add('"node-name":"n9","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp","auto-read-only":true'),
+  add('"node-name":"n10","server":{"type":"inet","host":"127.0.0.2","port":"$PORT","ipv4":true},"export":"exp","read-only":true,"reconnect-delay":3'),
+  add('"node-name":"n11","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp","tls-hostname":"example.org","open-timeout":1'),
+  '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r0","file":"n0"}}',
+  '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r1","file":{"driver":"nbd","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp"},"read-only":true}}',
+  '{"execute":"query-named-block-nodes"}',
+  '{"execute":"x-debug-query-block-graph"}',
+  '{"execute":"blockdev-del","arguments":{"node-name":"n0"}}',
+  '{"execute":"blockdev-del","arguments":{"node-name":"r0"}}',
+  '{"execute":"blockdev-del","arguments":{"node-name":"n0"}}',
+  '{"execute":"blockdev-del","arguments":{"node-name":"r1"}}',
+  '{"execute":"query-named-block-nodes"}',
+];
+
+describe.skipIf(!toolAvailable('qemu-storage-daemon') || !toolAvailable('qemu-nbd'))('blockdev-add driver=nbd, compared with the reference', () => {
+  let dir: string;
+  let servers: NbdServer[] = [];
+  let vars: Record<string, string>;
+  beforeAll(async () => {
+    dir = tempDir('qbd-nbdc-srv-');
+    const rw = path.join(dir, 'rw.raw');
+    const ro = path.join(dir, 'ro.raw');
+    sparseFile(rw, 4 << 20);
+    sparseFile(ro, 3 << 20);
+    const port = await freePort('127.0.0.2');
+    servers = [await startQemuNbd(rw, { socket: path.join(dir, 'rw.sock') }), await startQemuNbd(ro, { host: '127.0.0.2', port }, { readOnly: true })];
+    vars = { $SRV: dir, $PORT: String(port) };
+  });
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers every step as the reference does', async () => {
+    const ours = await session('qbd', STEPS, vars);
+    const theirs = await session('qsd', STEPS, vars);
+    for (let i = 0; i < STEPS.length; i++) expect({ step: STEPS[i], reply: ours[i] }).toEqual({ step: STEPS[i], reply: theirs[i] });
+  });
+});
