@@ -19,6 +19,7 @@ import { StdioChardev } from './qmp/chardev/stdio-chardev';
 import { blockCommands } from './qmp/commands/block';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
+import { backingChainCommands } from './qmp/commands/backing-chain';
 import { blockJobCommands } from './qmp/commands/block-jobs';
 import { cancelAllJobs } from './jobs/job-registry';
 import { objectCommands } from './qmp/commands/objects';
@@ -54,6 +55,7 @@ export class Daemon {
       ...objectCommands(),
       ...jobCommands(),
       ...blockJobCommands(),
+      ...backingChainCommands(),
       ...exportCommands(),
     ]);
   }

@@ -13,6 +13,8 @@ export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
 export const detachNode = requestType<{ nodeName: string }, void>('node.detach');
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean }, void>('node.update');
+/** Rebuilds a node's driver state from a new descriptor (a file node reopened read-write or read-only has a new fd). */
+export const reattachState = requestType<IoNodeDescriptor, void>('node.reattach-state');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

@@ -208,6 +208,16 @@ export function registerDeleteBlocker(blocker: (node: BlockNode) => string | und
   deleteBlockers.push(blocker);
 }
 
+/** Why an operation on `node` is blocked now (a job uses it), as QEMU's op blockers say it; undefined when it is not. */
+export function nodeBusyReason(node: BlockNode): string | undefined {
+  assertMainLoop();
+  for (const blocked of deleteBlockers) {
+    const reason = blocked(node);
+    if (reason) return `Node '${node.name}' is busy: ${reason}`;
+  }
+  return undefined;
+}
+
 /** blockdev-del, with QEMU's checks in QEMU's order. */
 export async function blockdevDel(name: string): Promise<void> {
   assertMainLoop();

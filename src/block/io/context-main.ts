@@ -68,6 +68,11 @@ function main(): void {
     if (length !== undefined) node.length = length;
     if (readOnly !== undefined) node.readOnly = readOnly;
   });
+  channel.onRequest(proto.reattachState, (desc) => {
+    const node = graph.get(desc.nodeName);
+    node.state = node.driver.attach(desc);
+    node.readOnly = desc.readOnly;
+  });
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));
