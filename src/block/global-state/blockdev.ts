@@ -201,6 +201,12 @@ async function closeNode(node: BlockNode): Promise<void> {
   }
 }
 
+/** Closes `node` (and the chain below it that nothing else uses) once nothing uses it and the monitor does not own it. */
+export async function closeIfUnused(node: BlockNode): Promise<void> {
+  assertMainLoop();
+  if (!node.monitorOwned && node.parents.length === 0 && findNode(node.name) === node) await closeNode(node);
+}
+
 /** Reasons a node cannot be deleted right now (QEMU's op blockers), registered by its users: jobs. */
 const deleteBlockers: Array<(node: BlockNode) => string | undefined> = [];
 
