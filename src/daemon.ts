@@ -20,6 +20,7 @@ import { blockCommands } from './qmp/commands/block';
 import { chainCommands } from './qmp/commands/chain';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
+import { backingChainCommands } from './qmp/commands/backing-chain';
 import { blockJobCommands } from './qmp/commands/block-jobs';
 import { cancelAllJobs } from './jobs/job-registry';
 import { objectCommands } from './qmp/commands/objects';
@@ -56,6 +57,7 @@ export class Daemon {
       ...objectCommands(),
       ...jobCommands(),
       ...blockJobCommands(),
+      ...backingChainCommands(),
       ...exportCommands(),
     ]);
   }

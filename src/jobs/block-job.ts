@@ -17,7 +17,7 @@ import type { Job, JobDriver } from './job';
 import { createJob } from './job-registry';
 import { registerDeleteBlocker } from '../block/global-state/blockdev';
 
-export type BlockJobType = 'mirror' | 'backup';
+export type BlockJobType = 'mirror' | 'backup' | 'commit' | 'stream';
 
 /** What a kind of block job adds to the generic block-job behaviour. */
 export interface BlockJobKind {

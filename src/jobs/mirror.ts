@@ -28,10 +28,20 @@ export interface MirrorArgs extends CommonJobArgs {
   unmap?: boolean;
 }
 
+/** What an active block-commit adds to a mirror of the top into the base (commit.ts). */
+export interface ActiveCommitSetup {
+  /** Nodes between the top and the base, which the job holds unwritable by others. */
+  intermediates: BlockNode[];
+  /** Chain depth of the base seen from the top: only what lies above it is copied. */
+  baseDepth: number;
+  /** Called when the job ends without its pivot. */
+  restoreBase?: () => Promise<void>;
+}
+
 const DEFAULT_GRANULARITY = 64 * 1024;
 const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
 
-export async function startMirror(args: MirrorArgs): Promise<void> {
+export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
   const target = lookupNode(args.target);
@@ -68,13 +78,15 @@ export async function startMirror(args: MirrorArgs): Promise<void> {
     unmap: args.unmap ?? true,
     onSourceError: (args['on-source-error'] ?? 'report') as OnError,
     onTargetError: (args['on-target-error'] ?? 'report') as OnError,
+    baseDepth: commit?.baseDepth,
   };
 
   let filter: BlockNode | undefined;
   let pivot = false;
+  let pivoted = false;
   const bj: BlockJob = new BlockJob(
     args['job-id'] ?? '',
-    'mirror',
+    commit ? 'commit' : 'mirror',
     source.ctx,
     {
       complete: () => {
@@ -87,6 +99,7 @@ export async function startMirror(args: MirrorArgs): Promise<void> {
       },
       async clean(b) {
         if (filter) await finish(b, false);
+        if (!pivoted) await commit?.restoreBase?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },
@@ -98,6 +111,7 @@ export async function startMirror(args: MirrorArgs): Promise<void> {
     if (!f) return;
     filter = undefined;
     const success = b.job.error === undefined && !b.job.isCancelled;
+    pivoted = toTarget;
     await removeFilter(f, toTarget ? target : source, [source, target], async () => {
       if (success) await b.ctx.channel.request(jobFinalCopy, { id: b.id });
       b.dropEdges();
@@ -111,9 +125,12 @@ export async function startMirror(args: MirrorArgs): Promise<void> {
       bj.addEdge(f, 'main node', PERM.CONSISTENT_READ, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
       bj.addEdge(source, 'source', 0, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
       bj.addEdge(target, 'target', 0, PERM_ALL);
-      // The job writes the target through a BlockBackend of its own, which lets nobody else write it.
+      // Readable: the top reads them through its backing edge while the mirror runs.
+      for (const n of commit?.intermediates ?? []) bj.addEdge(n, 'intermediate node', 0, PERM.CONSISTENT_READ | PERM.WRITE_UNCHANGED | PERM.WRITE);
+      // The job writes the target through a BlockBackend of its own, which lets nobody else write it (a commit's base: nobody resize it).
       const backend: BackendParent = { kind: 'backend', name: '', graphType: 'block-backend' };
-      bj.edges.push(attachChild(backend, target, 'root', { perm: PERM.WRITE, shared: PERM.WRITE_UNCHANGED }));
+      const shared = commit ? PERM_ALL & ~PERM.RESIZE : PERM.WRITE_UNCHANGED;
+      bj.edges.push(attachChild(backend, target, 'root', { perm: PERM.WRITE, shared }));
       await bj.prepare(params);
     }));
   } catch (err) {

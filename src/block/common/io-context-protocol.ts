@@ -15,6 +15,8 @@ export const setChildren = requestType<{ nodeName: string; children: ChildLink[]
 /** Hands the users that entered the graph at node `from` (exports) over to node `to`. */
 export const replaceBackendRoot = requestType<{ from: string; to: string }, void>('node.replace-backend-root');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
+/** Rebuilds a node's driver state from a new descriptor (a file node reopened read-write or read-only has a new fd). */
+export const reattachState = requestType<IoNodeDescriptor, void>('node.reattach-state');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

@@ -205,7 +205,7 @@ async function closeNode(node: BlockNode): Promise<void> {
   }
 }
 
-/** Closes a node the monitor does not own once nothing uses it any more (QEMU's last bdrv_unref). */
+/** Closes `node` (and the chain below it that nothing else uses) once nothing uses it and the monitor does not own it. */
 export async function closeIfUnused(node: BlockNode): Promise<void> {
   assertMainLoop();
   if (!node.monitorOwned && node.parents.length === 0 && findNode(node.name) === node) await closeNode(node);
@@ -218,13 +218,20 @@ export function registerDeleteBlocker(blocker: (node: BlockNode) => string | und
   deleteBlockers.push(blocker);
 }
 
-/** QEMU's bdrv_op_is_blocked() error: blockdev-del and external snapshots refuse a busy node. */
-export function checkNotBlocked(node: BlockNode): void {
+/** Why an operation on `node` is blocked now (a job or an overlay uses it), as QEMU's op blockers say it; undefined when it is not. */
+export function nodeBusyReason(node: BlockNode): string | undefined {
   assertMainLoop();
   for (const blocked of deleteBlockers) {
     const reason = blocked(node);
-    if (reason) throw QmpError.generic(`Node '${node.name}' is busy: ${reason}`);
+    if (reason) return `Node '${node.name}' is busy: ${reason}`;
   }
+  return undefined;
+}
+
+/** QEMU's bdrv_op_is_blocked() error: blockdev-del and external snapshots refuse a busy node. */
+export function checkNotBlocked(node: BlockNode): void {
+  const busy = nodeBusyReason(node);
+  if (busy) throw QmpError.generic(busy);
 }
 
 /** blockdev-del, with QEMU's checks in QEMU's order. */

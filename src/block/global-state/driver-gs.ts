@@ -51,6 +51,20 @@ export interface GsDriver<S = any> {
   childPerms(node: BlockNode, role: string, perm: number, shared: number): ChildPerms;
   /** Called when the node's cumulative permissions change (the file driver updates image locks). */
   setPerms?(node: BlockNode, perm: number, shared: number): void;
+  /**
+   * Reopens a protocol node's host resource read-write (or back read-only),
+   * as QEMU's bdrv_reopen_set_read_only: the node's state gets the new
+   * handle and the old one is closed. The caller drains the node and updates
+   * `readOnly`, the I/O half and the permissions (read-write.ts).
+   */
+  reopenReadWrite?(node: BlockNode, writable: boolean): void;
+  /**
+   * Rewrites the backing file name and format the image records
+   * (change-backing-file, and commit and stream when they relink a chain).
+   * `name` undefined removes it. The caller drains the node and makes it
+   * writable. Errors carry an errno `code`.
+   */
+  changeBackingFile?(node: BlockNode, name: string | undefined, format: string | undefined): Promise<void>;
   /** The file name a query shows, when the node has one of its own (a path, an URI). */
   plainFilename?(node: BlockNode): string | undefined;
   /** The node's length now, when it can change behind the GS half's back (a file a format grew). */

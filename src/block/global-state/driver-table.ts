@@ -7,6 +7,8 @@ import { nbdGs } from '../drivers/nbd/gs';
 import { rawGs } from '../drivers/raw/gs';
 import { mirrorTopGs } from '../drivers/mirror-top/gs';
 import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
+import { commitTopGs } from '../drivers/commit-top/gs';
+import { copyOnReadGs } from '../drivers/copy-on-read/gs';
 
 export const gsDrivers = new Map<string, GsDriver>([
   ['file', fileGs],
@@ -18,4 +20,6 @@ export const gsDrivers = new Map<string, GsDriver>([
   ['null-aio', nullAioGs],
   ['mirror_top', mirrorTopGs],
   ['copy-before-write', copyBeforeWriteGs],
+  ['commit_top', commitTopGs],
+  ['copy-on-read', copyOnReadGs],
 ]);

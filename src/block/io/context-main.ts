@@ -73,6 +73,11 @@ function main(): void {
     if (readOnly !== undefined) node.readOnly = readOnly;
     if (writeThreshold !== undefined) node.writeThreshold = writeThreshold;
   });
+  channel.onRequest(proto.reattachState, (desc) => {
+    const node = graph.get(desc.nodeName);
+    node.state = node.driver.attach(desc);
+    node.readOnly = desc.readOnly;
+  });
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));

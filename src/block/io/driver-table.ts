@@ -7,6 +7,8 @@ import { nbdIo } from '../drivers/nbd/io';
 import { rawIo } from '../drivers/raw/io';
 import { mirrorTopIo } from '../drivers/mirror-top/io';
 import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
+import { commitTopIo } from '../drivers/commit-top/io';
+import { copyOnReadIo } from '../drivers/copy-on-read/io';
 
 export const ioDrivers = new Map<string, IoDriver<any>>([
   ['file', fileIo],
@@ -18,4 +20,6 @@ export const ioDrivers = new Map<string, IoDriver<any>>([
   ['null-aio', nullIo],
   ['mirror_top', mirrorTopIo],
   ['copy-before-write', copyBeforeWriteIo],
+  ['commit_top', commitTopIo],
+  ['copy-on-read', copyOnReadIo],
 ]);

@@ -155,6 +155,8 @@ export interface MirrorRunParams {
   unmap: boolean;
   onSourceError: OnError;
   onTargetError: OnError;
+  /** Active commit: only what lies above the base, chain depth 1 up to this (exclusive), starts dirty. */
+  baseDepth?: number;
 }
 
 export interface BackupRunParams {
@@ -169,7 +171,22 @@ export interface BackupRunParams {
   onTargetError: OnError;
 }
 
-export type RunParams = MirrorRunParams | BackupRunParams;
+/**
+ * block-stream and intermediate block-commit: one pass over `source`,
+ * copying every range whose data lies in the chain at depth `minDepth` up
+ * to `baseDepth` (exclusive; 1 is `source` itself) into `target`. Stream
+ * copies into `source` itself (minDepth 2), commit into its base.
+ */
+export interface ChainCopyRunParams {
+  kind: 'stream' | 'commit';
+  source: string;
+  target: string;
+  minDepth: number;
+  baseDepth: number;
+  onError: OnError;
+}
+
+export type RunParams = MirrorRunParams | BackupRunParams | ChainCopyRunParams;
 
 /**
  * Sets up the run half (dirty tracking or copy-before-write starts here, so

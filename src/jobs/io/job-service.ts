@@ -8,11 +8,12 @@ import type { IoContextRuntime } from '../../block/io/context-services';
 import { JobControl, jobFinalCopy, jobPrepare, jobRelease, jobRun } from '../common/job-control';
 import { BackupRun } from './backup-run';
 import { MirrorRun } from './mirror-run';
+import { ChainCopyRun } from './chain-copy-run';
 
 export function installJobService(rt: IoContextRuntime): void {
   assertIoContext();
-  const runs = new Map<string, MirrorRun | BackupRun>();
-  const find = (id: string): MirrorRun | BackupRun => {
+  const runs = new Map<string, MirrorRun | BackupRun | ChainCopyRun>();
+  const find = (id: string): MirrorRun | BackupRun | ChainCopyRun => {
     const run = runs.get(id);
     if (!run) throw new Error(`no run half for job ${id}`);
     return run;
@@ -23,7 +24,9 @@ export function installJobService(rt: IoContextRuntime): void {
     const ctl = new JobControl(control);
     const source = rt.graph.get(params.source);
     const target = rt.graph.get(params.target);
-    runs.set(id, params.kind === 'mirror' ? new MirrorRun(id, ctl, rt.channel, source, target, params) : new BackupRun(id, ctl, rt.channel, source, target, params));
+    if (params.kind === 'mirror') runs.set(id, new MirrorRun(id, ctl, rt.channel, source, target, params));
+    else if (params.kind === 'backup') runs.set(id, new BackupRun(id, ctl, rt.channel, source, target, params));
+    else runs.set(id, new ChainCopyRun(id, ctl, rt.channel, source, target, params));
   });
   rt.channel.onRequest(jobRun, ({ id }) => find(id).run());
   rt.channel.onRequest(jobFinalCopy, ({ id }) => find(id).finalCopy());

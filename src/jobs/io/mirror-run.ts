@@ -88,7 +88,14 @@ export class MirrorRun extends RunBase {
 
   /** Marks what the sync mode copies: everything (full), what the top layer holds (top), nothing (none). */
   private async initialDirty(): Promise<void> {
-    if (this.params.sync === 'full') {
+    const baseDepth = this.params.baseDepth;
+    if (baseDepth !== undefined) {
+      for (let at = 0; at < this.source.length; ) {
+        const st = await blockStatusNode(this.source, at, this.source.length - at);
+        if (st.depth !== undefined && st.depth >= 1 && st.depth < baseDepth) this.bitmap.set(at, st.bytes);
+        at += st.bytes;
+      }
+    } else if (this.params.sync === 'full') {
       this.bitmap.setAll();
     } else if (this.params.sync === 'top') {
       for (let at = 0; at < this.source.length; ) {

@@ -4,6 +4,8 @@ import { QmpError } from '../errors';
 import { allBlockJobs, findBlockJob } from '../../jobs/block-job';
 import { startBackup, type BackupArgs } from '../../jobs/backup';
 import { startMirror, type MirrorArgs } from '../../jobs/mirror';
+import { startCommit, type CommitArgs } from '../../jobs/commit';
+import { startStream, type StreamArgs } from '../../jobs/stream';
 
 type Device = { device: string };
 type Id = { id: string };
@@ -17,6 +19,14 @@ export function blockJobCommands() {
     }),
     defineCommand<MirrorArgs>('blockdev-mirror', async (args) => {
       await startMirror(args);
+      return {};
+    }),
+    defineCommand<CommitArgs>('block-commit', async (args) => {
+      await startCommit(args);
+      return {};
+    }),
+    defineCommand<StreamArgs>('block-stream', async (args) => {
+      await startStream(args);
       return {};
     }),
     defineCommand<Device & { speed: number }>('block-job-set-speed', ({ device, speed }) => {

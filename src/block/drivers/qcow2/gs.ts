@@ -34,6 +34,9 @@ import {
   QCOW2_MAGIC,
 } from './common';
 import { createQcow2, createQcow2File } from './create';
+import { headerWithBacking } from './backing-header';
+import * as proto from '../../common/io-context-protocol';
+import { IoError } from '../../common/io-types';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -227,6 +230,28 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     let p = perm | PERM.CONSISTENT_READ;
     if (!node.readOnly) p |= PERM.WRITE | PERM.RESIZE;
     return { perm: p, shared: shared & ~(PERM.WRITE | PERM.RESIZE) };
+  },
+
+  async changeBackingFile(node, name, format) {
+    const file = node.child('file')!;
+    const st = stateOf(node);
+    const request = (r: proto.NodeRequest) => file.ctx.channel.request(proto.nodeRequest, { nodeName: file.name, request: r });
+    const clusterSize = 2 ** st.clusterBits;
+    const { data } = await request({ op: 'read', offset: 0, bytes: Math.min(clusterSize, file.length) });
+    let header: Buffer;
+    try {
+      header = headerWithBacking(Buffer.from(data!.buffer, data!.byteOffset, data!.byteLength), name, format);
+    } catch (err) {
+      if (err instanceof Qcow2FormatError) throw new IoError('EINVAL', err.message);
+      throw err;
+    }
+    // One write of the first cluster's used part, then a flush: what QEMU's qcow2_update_header does.
+    await request({ op: 'write', offset: 0, data: header });
+    await request({ op: 'flush' });
+    if (name === undefined || name === '') delete st.backingFilename;
+    else st.backingFilename = name;
+    if (name !== undefined && format !== undefined && format !== '') st.backingFormat = format;
+    else delete st.backingFormat;
   },
 
   imageInfo(node) {

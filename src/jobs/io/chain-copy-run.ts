@@ -1,0 +1,154 @@
+/**
+ * The run half of block-stream and of an intermediate block-commit, in the
+ * I/O context of the chain: one pass over the source in 512 KiB steps
+ * (QEMU's chunk for both jobs), copying each range whose data lies between
+ * the source (stream: below it) and the base into the target. Progress
+ * counts every range passed, copied or not, as QEMU's does.
+ *
+ * Stream copies into the node that guests keep writing: a copy and a guest
+ * write to the same range must not interleave, or the copy's old data
+ * could land over the new. Each copy holds its range, guest writes to it
+ * wait, and a copy waits for guest writes already under way, then looks
+ * again whether the range still needs it.
+ */
+import type { Channel } from '../../common/channel';
+import { STATUS, type BlockStatus } from '../../block/common/io-types';
+import type { IoNode } from '../../block/io/io-node';
+import { RangeLocks } from '../../block/io/range-locks';
+import { blockStatusNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { addWriteNotifier } from '../../block/io/write-notifiers';
+import type { ChainCopyRunParams, JobControl } from '../common/job-control';
+import { CopyError, copyRange } from './copy-range';
+import { RunBase } from './run-base';
+
+const CHUNK = 512 * 1024;
+
+async function onSide<T>(side: 'source' | 'target', p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    throw new CopyError(side, err);
+  }
+}
+
+export class ChainCopyRun extends RunBase {
+  private readonly buf = Buffer.allocUnsafeSlow(CHUNK);
+  private readonly locks = new RangeLocks();
+  /** Releases of guest writes holding their range, by "offset:bytes". */
+  private readonly guestHolds = new Map<string, Array<() => void>>();
+  /** Set while the run issues its own write, whose notifier must not wait for the run's own hold. */
+  private ownWrite = false;
+  private readonly removeNotifier: () => void = () => undefined;
+
+  constructor(
+    id: string,
+    control: JobControl,
+    channel: Channel,
+    private readonly source: IoNode,
+    private readonly target: IoNode,
+    private readonly params: ChainCopyRunParams,
+  ) {
+    super(id, control, channel, params.onError, params.onError);
+    if (source === target) {
+      this.removeNotifier = addWriteNotifier(target, {
+        before: (offset, bytes) => (this.ownWrite ? undefined : this.holdForGuest(offset, bytes)),
+        after: (offset, bytes) => {
+          this.guestHolds.get(`${offset}:${bytes}`)?.shift()?.();
+          return undefined;
+        },
+      });
+    }
+  }
+
+  private async holdForGuest(offset: number, bytes: number): Promise<void> {
+    const release = await this.locks.acquire(offset, bytes);
+    const key = `${offset}:${bytes}`;
+    const list = this.guestHolds.get(key) ?? [];
+    list.push(() => {
+      release();
+      if (list.length === 0) this.guestHolds.delete(key);
+    });
+    this.guestHolds.set(key, list);
+  }
+
+  private wanted(st: BlockStatus): boolean {
+    return st.depth !== undefined && st.depth >= this.params.minDepth && st.depth < this.params.baseDepth;
+  }
+
+  async run(): Promise<{ ended: 'done' | 'cancelled' }> {
+    const len = this.source.length;
+    this.control.setProgress(0, len);
+    if (this.target.length < len) await onSide('target', truncateNode(this.target, len, false, 'off'));
+    let ignored: unknown;
+    let offset = 0;
+    try {
+      while (offset < len) {
+        if (this.control.pauseRequested) await this.pausePoint();
+        if (this.hardCancelled) return { ended: 'cancelled' };
+        this.control.setBusy(true);
+        let n: number;
+        try {
+          const st = await onSide('source', blockStatusNode(this.source, offset, Math.min(CHUNK, len - offset)));
+          n = st.bytes;
+          if (this.wanted(st)) {
+            if (!(await this.limiter.take(n))) continue;
+            await this.copy(offset, n);
+          }
+        } catch (err) {
+          const outcome = await this.onCopyError(err);
+          if (outcome === 'fail') throw RunBase.failure(err);
+          // Stream goes on past an ignored error but keeps the chain as it is at the end, as QEMU's does.
+          if (this.params.kind === 'stream' && !this.control.pauseRequested) {
+            ignored ??= err;
+            n = Math.min(CHUNK, len - offset);
+          } else {
+            continue;
+          }
+        }
+        offset += n;
+        this.control.setProgress(offset, len);
+      }
+      await onSide('target', flushNode(this.target));
+    } finally {
+      this.control.setBusy(false);
+    }
+    if (ignored !== undefined) throw RunBase.failure(ignored);
+    return { ended: 'done' };
+  }
+
+  private async copy(offset: number, bytes: number): Promise<void> {
+    if (this.source !== this.target) {
+      await copyRange(this.source, this.target, offset, bytes, this.buf, { unmap: false });
+      return;
+    }
+    const release = await this.locks.acquire(offset, bytes);
+    try {
+      for (let at = offset; at < offset + bytes; ) {
+        // Looked at again under the hold: a guest write may have filled it meanwhile.
+        const st = await onSide('source', blockStatusNode(this.source, at, offset + bytes - at));
+        if (this.wanted(st)) await this.copyInPlace(at, st);
+        at += st.bytes;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Writes what the chain below shows into the node itself: zeros as zeros (never a hole, which would show the backing file). */
+  private async copyInPlace(offset: number, st: BlockStatus): Promise<void> {
+    const piece = this.buf.subarray(0, st.bytes);
+    if (!(st.status & STATUS.ZERO)) await onSide('source', readNode(this.source, offset, piece));
+    this.ownWrite = true;
+    const write = st.status & STATUS.ZERO ? writeZeroesNode(this.target, offset, st.bytes, { mayUnmap: false }) : writeNode(this.target, offset, piece);
+    this.ownWrite = false;
+    await onSide('target', write);
+  }
+
+  async finalCopy(): Promise<void> {
+    await flushNode(this.target);
+  }
+
+  release(): void {
+    this.removeNotifier();
+  }
+}
