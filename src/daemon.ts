@@ -20,6 +20,9 @@ import { blockCommands } from './qmp/commands/block';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
 import { blockJobCommands } from './qmp/commands/block-jobs';
+import { transactionCommands } from './qmp/commands/transaction';
+// Registers the backup actions of `transaction`.
+import './jobs/backup-transaction';
 import { cancelAllJobs } from './jobs/job-registry';
 import { objectCommands } from './qmp/commands/objects';
 import { exportCommands } from './qmp/commands/exports';
@@ -54,6 +57,7 @@ export class Daemon {
       ...objectCommands(),
       ...jobCommands(),
       ...blockJobCommands(),
+      ...transactionCommands(),
       ...exportCommands(),
     ]);
   }

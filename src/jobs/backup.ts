@@ -26,7 +26,31 @@ export interface BackupArgs extends CommonJobArgs {
 
 const CLUSTER_SIZE = 64 * 1024;
 
+/** blockdev-backup: the job starts at once. */
 export async function startBackup(args: BackupArgs): Promise<void> {
+  assertMainLoop();
+  startPreparedBackup(await prepareBackup(args));
+}
+
+/**
+ * Starts a backup job that `prepareBackup` created. The reference's backup
+ * passes a drained section as it starts, which shows as a pause; a
+ * transaction holds the pause (`hold`) until every action is prepared and
+ * ends it in its clean phase.
+ */
+export function startPreparedBackup(bj: BlockJob, hold = false): void {
+  assertMainLoop();
+  bj.job.start();
+  bj.job.pauseInternal();
+  if (!hold) bj.job.resumeInternal();
+}
+
+/**
+ * Checks the arguments, creates the job (status `created`) and inserts the
+ * copy-before-write filter: from here on the target keeps the source as it
+ * is now. The job does not run until started.
+ */
+export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise<void>): Promise<BlockJob> {
   assertMainLoop();
   const source = lookupNode(args.device);
   const target = lookupNode(args.target);
@@ -60,9 +84,9 @@ export async function startBackup(args: BackupArgs): Promise<void> {
     {
       async clean(b) {
         const f = filter;
-        if (!f) return;
         filter = undefined;
-        await removeFilter(f, source, [target], async () => b.dropEdges());
+        if (f) await removeFilter(f, source, [target], async () => b.dropEdges());
+        await afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },
@@ -85,8 +109,5 @@ export async function startBackup(args: BackupArgs): Promise<void> {
     bj.job.failEarly();
     throw err;
   }
-  bj.job.start();
-  // The reference's backup passes a drained section as it starts, which shows as a pause.
-  bj.job.pauseInternal();
-  bj.job.resumeInternal();
+  return bj;
 }

@@ -31,7 +31,8 @@ export interface MirrorArgs extends CommonJobArgs {
 const DEFAULT_GRANULARITY = 64 * 1024;
 const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
 
-export async function startMirror(args: MirrorArgs): Promise<void> {
+/** `afterClean` runs once the job's graph changes are undone (drive-mirror closes its target). */
+export async function startMirror(args: MirrorArgs, afterClean?: () => Promise<void>): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
   const target = lookupNode(args.target);
@@ -87,6 +88,7 @@ export async function startMirror(args: MirrorArgs): Promise<void> {
       },
       async clean(b) {
         if (filter) await finish(b, false);
+        await afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },

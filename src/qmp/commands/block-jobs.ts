@@ -4,6 +4,8 @@ import { QmpError } from '../errors';
 import { allBlockJobs, findBlockJob } from '../../jobs/block-job';
 import { startBackup, type BackupArgs } from '../../jobs/backup';
 import { startMirror, type MirrorArgs } from '../../jobs/mirror';
+import { startDriveBackup, type DriveBackupArgs } from '../../jobs/drive-backup';
+import { startDriveMirror, type DriveMirrorArgs } from '../../jobs/drive-mirror';
 
 type Device = { device: string };
 type Id = { id: string };
@@ -13,6 +15,14 @@ export function blockJobCommands() {
     defineCommand('query-block-jobs', () => allBlockJobs().map((bj) => bj.info())),
     defineCommand<BackupArgs>('blockdev-backup', async (args) => {
       await startBackup(args);
+      return {};
+    }),
+    defineCommand<DriveBackupArgs>('drive-backup', async (args) => {
+      await startDriveBackup(args);
+      return {};
+    }),
+    defineCommand<DriveMirrorArgs>('drive-mirror', async (args) => {
+      await startDriveMirror(args);
       return {};
     }),
     defineCommand<MirrorArgs>('blockdev-mirror', async (args) => {
