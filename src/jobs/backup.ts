@@ -13,7 +13,7 @@ import type { BlockNode } from '../block/global-state/block-node';
 import { moveToContext } from '../block/global-state/iothread-move';
 import { copyBeforeWriteGs } from '../block/drivers/copy-before-write/gs';
 import type { BackupRunParams, OnError } from './common/job-control';
-import { BlockJob, type CommonJobArgs } from './block-job';
+import { BlockJob, checkNotInJob, type CommonJobArgs } from './block-job';
 import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
 
 export interface BackupArgs extends CommonJobArgs {
@@ -53,6 +53,7 @@ export function startPreparedBackup(bj: BlockJob, hold = false): void {
 export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise<void>): Promise<BlockJob> {
   assertMainLoop();
   const source = lookupNode(args.device);
+  checkNotInJob(source);
   const target = lookupNode(args.target);
   // No dirty bitmaps exist yet, so every name is unknown.
   if (args.bitmap !== undefined) throw QmpError.generic(`Bitmap '${args.bitmap}' could not be found`);
@@ -61,6 +62,7 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
   if (source === target) throw QmpError.generic('Source and target cannot be the same');
   // No driver of qbd writes compressed clusters; QEMU names the target's BlockBackend, which a node has not.
   if (args.compress) throw QmpError.generic('Compression is not supported for this drive ');
+  checkNotInJob(target);
   if (source.length !== target.length) throw QmpError.generic('Source and target image have different sizes');
   checkFilterName(args['filter-node-name']);
 

@@ -9,6 +9,7 @@
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
 import { closeDriveTarget, openDriveTarget, type DriveTargetArgs } from './drive-target';
+import { checkNotInJob } from './block-job';
 import { lookupNode } from './job-filter';
 import { startMirror, type MirrorArgs } from './mirror';
 
@@ -18,6 +19,7 @@ export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
   if (source.parents.some((e) => e.parent.kind === 'node')) throw QmpError.generic('Need a root block node');
+  checkNotInJob(source);
   let sync = args.sync;
   let backingOf = undefined;
   if (sync === 'top') {

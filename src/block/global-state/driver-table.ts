@@ -6,6 +6,7 @@ import { qcow2Gs } from '../drivers/qcow2/gs';
 import { rawGs } from '../drivers/raw/gs';
 import { mirrorTopGs } from '../drivers/mirror-top/gs';
 import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
+import { snapshotAccessGs } from '../drivers/snapshot-access/gs';
 
 export const gsDrivers = new Map<string, GsDriver>([
   ['file', fileGs],
@@ -16,4 +17,5 @@ export const gsDrivers = new Map<string, GsDriver>([
   ['null-aio', nullAioGs],
   ['mirror_top', mirrorTopGs],
   ['copy-before-write', copyBeforeWriteGs],
+  ['snapshot-access', snapshotAccessGs],
 ]);

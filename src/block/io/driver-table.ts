@@ -6,6 +6,7 @@ import { qcow2Io } from '../drivers/qcow2/io';
 import { rawIo } from '../drivers/raw/io';
 import { mirrorTopIo } from '../drivers/mirror-top/io';
 import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
+import { snapshotAccessIo } from '../drivers/snapshot-access/io';
 
 export const ioDrivers = new Map<string, IoDriver<any>>([
   ['file', fileIo],
@@ -16,4 +17,5 @@ export const ioDrivers = new Map<string, IoDriver<any>>([
   ['null-aio', nullIo],
   ['mirror_top', mirrorTopIo],
   ['copy-before-write', copyBeforeWriteIo],
+  ['snapshot-access', snapshotAccessIo],
 ]);
