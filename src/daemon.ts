@@ -22,6 +22,9 @@ import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
 import { backingChainCommands } from './qmp/commands/backing-chain';
 import { blockJobCommands } from './qmp/commands/block-jobs';
+import { transactionCommands } from './qmp/commands/transaction';
+// Registers the backup actions of `transaction`.
+import './jobs/backup-transaction';
 import { cancelAllJobs } from './jobs/job-registry';
 import { objectCommands } from './qmp/commands/objects';
 import { exportCommands } from './qmp/commands/exports';
@@ -58,6 +61,7 @@ export class Daemon {
       ...jobCommands(),
       ...blockJobCommands(),
       ...backingChainCommands(),
+      ...transactionCommands(),
       ...exportCommands(),
     ]);
   }

@@ -13,7 +13,7 @@ import type { BlockNode } from '../block/global-state/block-node';
 import { moveToContext } from '../block/global-state/iothread-move';
 import { copyBeforeWriteGs } from '../block/drivers/copy-before-write/gs';
 import type { BackupRunParams, OnError } from './common/job-control';
-import { BlockJob, type CommonJobArgs } from './block-job';
+import { BlockJob, checkNotInJob, type CommonJobArgs } from './block-job';
 import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
 
 export interface BackupArgs extends CommonJobArgs {
@@ -33,9 +33,34 @@ function supportsCompressedWrites(node: BlockNode): boolean {
   return filtered ? supportsCompressedWrites(filtered) : true;
 }
 
+/** blockdev-backup: the job starts at once. */
 export async function startBackup(args: BackupArgs): Promise<void> {
   assertMainLoop();
+  startPreparedBackup(await prepareBackup(args));
+}
+
+/**
+ * Starts a backup job that `prepareBackup` created. The reference's backup
+ * passes a drained section as it starts, which shows as a pause; a
+ * transaction holds the pause (`hold`) until every action is prepared and
+ * ends it in its clean phase.
+ */
+export function startPreparedBackup(bj: BlockJob, hold = false): void {
+  assertMainLoop();
+  bj.job.start();
+  bj.job.pauseInternal();
+  if (!hold) bj.job.resumeInternal();
+}
+
+/**
+ * Checks the arguments, creates the job (status `created`) and inserts the
+ * copy-before-write filter: from here on the target keeps the source as it
+ * is now. The job does not run until started.
+ */
+export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise<void>): Promise<BlockJob> {
+  assertMainLoop();
   const source = lookupNode(args.device);
+  checkNotInJob(source);
   const target = lookupNode(args.target);
   // No dirty bitmaps exist yet, so every name is unknown.
   if (args.bitmap !== undefined) throw QmpError.generic(`Bitmap '${args.bitmap}' could not be found`);
@@ -44,6 +69,7 @@ export async function startBackup(args: BackupArgs): Promise<void> {
   if (source === target) throw QmpError.generic('Source and target cannot be the same');
   // QEMU names the target's BlockBackend, which a node has not.
   if (args.compress && !supportsCompressedWrites(target)) throw QmpError.generic('Compression is not supported for this drive ');
+  checkNotInJob(target);
   if (source.length !== target.length) throw QmpError.generic('Source and target image have different sizes');
   checkFilterName(args['filter-node-name']);
 
@@ -68,9 +94,9 @@ export async function startBackup(args: BackupArgs): Promise<void> {
     {
       async clean(b) {
         const f = filter;
-        if (!f) return;
         filter = undefined;
-        await removeFilter(f, source, [target], async () => b.dropEdges());
+        if (f) await removeFilter(f, source, [target], async () => b.dropEdges());
+        await afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },
@@ -93,8 +119,5 @@ export async function startBackup(args: BackupArgs): Promise<void> {
     bj.job.failEarly();
     throw err;
   }
-  bj.job.start();
-  // The reference's backup passes a drained section as it starts, which shows as a pause.
-  bj.job.pauseInternal();
-  bj.job.resumeInternal();
+  return bj;
 }

@@ -268,6 +268,20 @@ export function jobUsing(node: BlockNode): BlockJob | undefined {
   return undefined;
 }
 
+/**
+ * QEMU's op blockers for a new job: a node a running job holds through one
+ * of its own edges (mirror's source, any job's target and filter) takes no
+ * second job. A backup's source is only below its filter, and stays free.
+ */
+export function checkNotInJob(node: BlockNode): void {
+  assertMainLoop();
+  prune();
+  for (const bj of blockJobs.values()) {
+    if (bj.job.status === 'concluded' || bj.job.status === 'null') continue;
+    if (bj.edges.some((e) => e.child === node)) throw QmpError.generic(`Node '${node.name}' is busy: block device is in use by block job: ${bj.type}`);
+  }
+}
+
 registerDeleteBlocker((node) => {
   const bj = jobUsing(node);
   return bj ? `block device is in use by block job: ${bj.job.type}` : undefined;

@@ -11,6 +11,17 @@ import type { CreateContext } from '../block/global-state/driver-gs';
 import { createJob } from './job-registry';
 import type { Job } from './job';
 
+/** What a driver's `create` may use; `cancelled` says whether to stop early. */
+export function createContext(cancelled: () => boolean): CreateContext {
+  return {
+    node: (name) => requireNode(name),
+    request: (node, request) => node.ctx.channel.request(proto.nodeRequest, { nodeName: node.name, request }),
+    get cancelled() {
+      return cancelled();
+    },
+  };
+}
+
 export function startCreateJob(jobId: string, options: Record<string, unknown>): void {
   assertMainLoop();
   const driverName = String(options.driver);
@@ -22,13 +33,7 @@ export function startCreateJob(jobId: string, options: Record<string, unknown>):
     {
       type: 'create',
       async run(j: Job) {
-        const ctx: CreateContext = {
-          node: (name) => requireNode(name),
-          request: (node, request) => node.ctx.channel.request(proto.nodeRequest, { nodeName: node.name, request }),
-          get cancelled() {
-            return j.cancelled;
-          },
-        };
+        const ctx = createContext(() => j.cancelled);
         j.progressTotal = 1;
         try {
           await create(options, ctx);

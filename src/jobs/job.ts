@@ -65,9 +65,11 @@ export class Job {
   forceCancel = false;
   userPaused = false;
   hooks: JobEventHooks = {};
+  /** The jobs that complete with this one (QEMU's JobTxn); alone unless a grouped transaction made it. */
+  group: JobGroup = new JobGroup(this);
   private pauseCount = 0;
   private resumeWaiters: Array<() => void> = [];
-  private started = false;
+  started = false;
 
   constructor(
     readonly id: string,
@@ -191,44 +193,84 @@ export class Job {
     // A job parked at a pause point completes only after its resume.
     while (this.paused && !this.isCancelled) await new Promise<void>((resolve) => this.resumeWaiters.push(resolve));
     if (this.isCancelled && this.error === undefined) this.error = CANCELLED_ERROR;
+    this.runEnded = true;
+    this.announceRunEnd();
     try {
       // Completion may change the graph: take the queue QMP commands take.
-      await runExclusive(async () => {
-        if (this.error === undefined) {
-          this.transition('waiting');
-          this.transition('pending');
-          if (this.options.autoFinalize) await this.finalizeNow();
-          else this.hooks.pending?.(this);
-        } else {
-          await this.abortNow();
-        }
-      });
+      await runExclusive(() => this.group.runEnded(this));
     } catch (err) {
       log.error({ job: this.id, err: (err as Error).message }, 'job completion failed');
     }
   }
 
-  private async finalizeNow(): Promise<void> {
-    try {
-      await this.driver.commit?.(this);
-    } catch (err) {
-      this.error = (err as Error).message;
-      return this.abortNow();
+  /** The run (and any pause it ended in) is over; the group may have finalized the job already. */
+  runEnded = false;
+  private announceRunEnd: () => void = () => undefined;
+  private readonly runEnd = new Promise<void>((resolve) => (this.announceRunEnd = resolve));
+
+  /** Resolves once the run is over (at once for a job that never started). */
+  whenRunEnded(): Promise<void> {
+    return this.started ? this.runEnd : Promise.resolve();
+  }
+
+  /** Set once the group has begun this job's commit or abort. */
+  finalizing = false;
+
+  /** `waiting`, then `pending` once the whole group waits (called by the group). */
+  enterWaiting(): void {
+    this.transition('waiting');
+  }
+
+  enterPending(): void {
+    this.transition('pending');
+    if (!this.options.autoFinalize) this.hooks.pending?.(this);
+  }
+
+  /** A failed or cancelled job shows `aborting` (QEMU's job_update_rc). */
+  markAborting(): void {
+    if (this.isCancelled) this.error ??= CANCELLED_ERROR;
+    if (this.error !== undefined && this.status !== 'aborting') this.transition('aborting');
+  }
+
+  /** Commit or abort, clean, the block-job event, concluded (QEMU's job_finalize_single). */
+  async finalizeSingle(): Promise<void> {
+    if (this.finalizing) return;
+    this.finalizing = true;
+    this.markAborting();
+    if (this.error === undefined) {
+      try {
+        await this.driver.commit?.(this);
+      } catch (err) {
+        this.error = (err as Error).message;
+        this.transition('aborting');
+      }
     }
-    await this.driver.clean?.(this);
-    this.hooks.finished?.(this);
+    if (this.error !== undefined) {
+      try {
+        await this.driver.abort?.(this);
+      } finally {
+        await this.driver.clean?.(this);
+      }
+    } else {
+      await this.driver.clean?.(this);
+    }
+    // Events tell about jobs that ran; one aborted before its start leaves only status changes.
+    if (this.started) this.hooks.finished?.(this);
     this.conclude();
   }
 
-  private async abortNow(): Promise<void> {
-    this.transition('aborting');
-    try {
-      await this.driver.abort?.(this);
-    } finally {
-      await this.driver.clean?.(this);
-    }
-    this.hooks.finished?.(this);
-    this.conclude();
+  /**
+   * Aborts a job that was created but never started (a transaction that
+   * failed after preparing it): aborting, concluded, and null if it dismisses
+   * itself; the rest of its group goes with it.
+   */
+  async abortUnstarted(): Promise<void> {
+    assertMainLoop();
+    if (this.started || this.finalizing) return;
+    this.cancelled = true;
+    this.forceCancel = true;
+    this.markAborting();
+    await this.group.abort(this);
   }
 
   private conclude(): void {
@@ -239,6 +281,20 @@ export class Job {
   private dismissNow(): void {
     this.transition('null');
     this.onGone(this);
+  }
+
+  /** Asks the job to stop (QEMU's job_cancel_async); returns whether the cancel is hard. */
+  requestCancel(force: boolean): void {
+    const hard = this.driver.cancel ? this.driver.cancel(this, force) : true;
+    if (this.userPaused) {
+      this.userPaused = false;
+      this.resumeInternal();
+    }
+    this.cancelled = true;
+    this.forceCancel ||= hard;
+    const waiters = this.resumeWaiters;
+    this.resumeWaiters = [];
+    for (const w of waiters) w();
   }
 
   // Verbs. Each checks the verb table first, as QEMU's job_apply_verb() does.
@@ -259,24 +315,15 @@ export class Job {
 
   /**
    * job-cancel is always hard; block-job-cancel passes its `force`. A job
-   * waiting in `pending` aborts at once: the returned promise ends with it.
+   * whose run is over (waiting, pending) aborts at once with its group: the
+   * returned promise ends with it.
    */
   cancel(force = true): Promise<void> | undefined {
     this.applyVerb('cancel');
-    const hard = this.driver.cancel ? this.driver.cancel(this, force) : true;
-    if (this.userPaused) {
-      this.userPaused = false;
-      this.resumeInternal();
-    }
-    this.cancelled = true;
-    this.forceCancel ||= hard;
-    const waiters = this.resumeWaiters;
-    this.resumeWaiters = [];
-    for (const w of waiters) w();
-    if (this.status === 'pending' && this.started) {
-      // Already waiting for finalize: abort now, inside the command's turn of the queue.
-      this.error ??= CANCELLED_ERROR;
-      return this.abortNow();
+    this.requestCancel(force);
+    if (this.runEnded && this.isCancelled && !this.finalizing) {
+      // Inside the command's turn of the queue.
+      return this.group.abort(this);
     }
     return undefined;
   }
@@ -289,7 +336,7 @@ export class Job {
 
   async finalize(): Promise<void> {
     this.applyVerb('finalize');
-    await this.finalizeNow();
+    await this.group.finalize();
   }
 
   dismiss(): void {
@@ -307,5 +354,68 @@ export class Job {
     };
     if (this.error !== undefined) info.error = this.error;
     return info;
+  }
+}
+
+/**
+ * Jobs that complete together (QEMU's JobTxn), made by a `transaction` with
+ * completion-mode `grouped`; every other job is a group of one. Members wait
+ * in `waiting` until all have run, go `pending` together and finalize
+ * together; when one fails or is cancelled, the others are cancelled and all
+ * abort. Members are finalized newest first, as QEMU walks its list.
+ */
+export class JobGroup {
+  private readonly members: Job[] = [];
+  private aborting = false;
+
+  constructor(first?: Job) {
+    if (first) this.members.push(first);
+  }
+
+  /** Moves a job that has not started into this group. */
+  add(job: Job): void {
+    assertMainLoop();
+    if (job.started) throw new Error(`job ${job.id} joins a group after its start`);
+    const old = job.group;
+    old.members.splice(old.members.indexOf(job), 1);
+    this.members.push(job);
+    job.group = this;
+  }
+
+  private newestFirst(): Job[] {
+    return [...this.members].reverse();
+  }
+
+  /** A member's run is over (inside the GS queue). */
+  async runEnded(job: Job): Promise<void> {
+    assertMainLoop();
+    if (job.finalizing) return;
+    if (job.error !== undefined || job.isCancelled) {
+      job.markAborting();
+      if (!this.aborting) await this.abort(job);
+      return;
+    }
+    job.enterWaiting();
+    if (this.aborting || this.members.some((m) => !m.runEnded)) return;
+    for (const m of this.newestFirst()) m.enterPending();
+    if (this.members.every((m) => m.options.autoFinalize)) await this.finalize();
+  }
+
+  /** job-finalize of a member, or the automatic finalize: every member commits (or aborts), then concludes. */
+  async finalize(): Promise<void> {
+    assertMainLoop();
+    for (const m of this.newestFirst()) await m.finalizeSingle();
+  }
+
+  /** `cause` failed or was cancelled: the other members are cancelled, waited for, and all abort. */
+  async abort(cause: Job): Promise<void> {
+    assertMainLoop();
+    if (this.aborting) return;
+    this.aborting = true;
+    for (const m of this.members) if (m !== cause && !m.finalizing) m.requestCancel(true);
+    for (const m of this.newestFirst()) {
+      await m.whenRunEnded();
+      await m.finalizeSingle();
+    }
   }
 }

@@ -14,7 +14,7 @@ import { attachChild, findNode } from '../block/global-state/graph';
 import { moveToContext } from '../block/global-state/iothread-move';
 import { mirrorTopGs } from '../block/drivers/mirror-top/gs';
 import { jobFinalCopy, type MirrorRunParams, type OnError } from './common/job-control';
-import { BlockJob, type CommonJobArgs } from './block-job';
+import { BlockJob, checkNotInJob, type CommonJobArgs } from './block-job';
 import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
 
 export interface MirrorArgs extends CommonJobArgs {
@@ -41,10 +41,15 @@ export interface ActiveCommitSetup {
 const DEFAULT_GRANULARITY = 64 * 1024;
 const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
 
-export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup): Promise<void> {
+/** `afterClean` runs once the job's graph changes are undone (drive-mirror closes its target). */
+export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup, afterClean?: () => Promise<void>): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
+  // The reference mirrors only nodes without node parents (qmp_get_root_bs).
+  if (source.parents.some((e) => e.parent.kind === 'node')) throw QmpError.generic('Need a root block node');
   const target = lookupNode(args.target);
+  checkNotInJob(source);
+  checkNotInJob(target);
   if (source === target) throw QmpError.generic(`Can't mirror node into itself`);
   if (args.sync === 'incremental' || args.sync === 'bitmap') throw QmpError.generic(`Sync mode '${args.sync}' not supported`);
   const granularity = args.granularity ?? 0;
@@ -100,6 +105,7 @@ export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup):
       async clean(b) {
         if (filter) await finish(b, false);
         if (!pivoted) await commit?.restoreBase?.();
+        await afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },

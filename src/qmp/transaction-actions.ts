@@ -9,12 +9,13 @@
  * action, whatever happened. Only `prepare` may fail — it does all the work
  * that can still be undone, so commit cannot fail.
  */
+import { QmpError } from './errors';
 
 export interface TransactionAction {
   prepare(): void | Promise<void>;
   commit?(): void;
   abort?(): void | Promise<void>;
-  clean?(): void;
+  clean?(): void | Promise<void>;
 }
 
 /** What the actions of one transaction share. */
@@ -43,4 +44,14 @@ export function transactionActionFactory(type: string): TransactionActionFactory
 
 export function registeredTransactionActions(): string[] {
   return [...factories.keys()];
+}
+
+/**
+ * For actions that cannot complete as a group (snapshots, dirty bitmaps):
+ * the first check of their `prepare`, with the reference's words.
+ */
+export function refuseGroupedCompletion(type: string, ctx: TransactionContext): void {
+  if (ctx.completionMode !== 'individual') {
+    throw QmpError.generic(`Action '${type}' does not support Transaction property completion-mode = ${ctx.completionMode}`);
+  }
 }

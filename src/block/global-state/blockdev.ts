@@ -184,6 +184,32 @@ export async function blockdevAdd(options: Record<string, unknown>, monitorOwned
   }
 }
 
+/**
+ * Opens a node tree that no monitor owns, with an automatic name (the
+ * target a drive-backup or drive-mirror opens by filename); on failure
+ * nothing of it stays behind. Its user closes it with `closeImplicitNode`.
+ */
+export async function openImplicitNode(options: Record<string, unknown>): Promise<BlockNode> {
+  assertMainLoop();
+  const st: OpenState = { created: [] };
+  try {
+    return await openNode(options, false, st);
+  } catch (err) {
+    for (const node of st.created.reverse()) {
+      if (findNode(node.name) !== node) continue;
+      await closeNode(node).catch((e: Error) => log.error({ node: node.name, err: e.message }, 'rollback of an implicit node failed'));
+    }
+    throw err;
+  }
+}
+
+/** Closes an implicit node once its user is gone (it stays while something else uses it). */
+export async function closeImplicitNode(node: BlockNode): Promise<void> {
+  assertMainLoop();
+  if (node.monitorOwned || node.parents.length > 0 || findNode(node.name) !== node) return;
+  await closeNode(node);
+}
+
 /** Detaches `node` from its children, drops its I/O half, closes it, and frees inline children left without parents. */
 async function closeNode(node: BlockNode): Promise<void> {
   const children = node.children.map((c) => c.child);

@@ -9,6 +9,7 @@ import { mirrorTopGs } from '../drivers/mirror-top/gs';
 import { copyBeforeWriteGs } from '../drivers/copy-before-write/gs';
 import { commitTopGs } from '../drivers/commit-top/gs';
 import { copyOnReadGs } from '../drivers/copy-on-read/gs';
+import { snapshotAccessGs } from '../drivers/snapshot-access/gs';
 
 export const gsDrivers = new Map<string, GsDriver>([
   ['file', fileGs],
@@ -22,4 +23,5 @@ export const gsDrivers = new Map<string, GsDriver>([
   ['copy-before-write', copyBeforeWriteGs],
   ['commit_top', commitTopGs],
   ['copy-on-read', copyOnReadGs],
+  ['snapshot-access', snapshotAccessGs],
 ]);

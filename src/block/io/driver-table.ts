@@ -9,6 +9,7 @@ import { mirrorTopIo } from '../drivers/mirror-top/io';
 import { copyBeforeWriteIo } from '../drivers/copy-before-write/io';
 import { commitTopIo } from '../drivers/commit-top/io';
 import { copyOnReadIo } from '../drivers/copy-on-read/io';
+import { snapshotAccessIo } from '../drivers/snapshot-access/io';
 
 export const ioDrivers = new Map<string, IoDriver<any>>([
   ['file', fileIo],
@@ -22,4 +23,5 @@ export const ioDrivers = new Map<string, IoDriver<any>>([
   ['copy-before-write', copyBeforeWriteIo],
   ['commit_top', commitTopIo],
   ['copy-on-read', copyOnReadIo],
+  ['snapshot-access', snapshotAccessIo],
 ]);

@@ -82,6 +82,7 @@ const ERRNO_TEXT: Record<string, string> = {
   EINVAL: 'Invalid argument',
   ENOTSUP: 'Operation not supported',
   EROFS: 'Read-only file system',
+  EFBIG: 'File too large',
 };
 
 function errnoText(code: string | undefined): string | undefined {

@@ -6,6 +6,8 @@ import { startBackup, type BackupArgs } from '../../jobs/backup';
 import { startMirror, type MirrorArgs } from '../../jobs/mirror';
 import { startCommit, type CommitArgs } from '../../jobs/commit';
 import { startStream, type StreamArgs } from '../../jobs/stream';
+import { startDriveBackup, type DriveBackupArgs } from '../../jobs/drive-backup';
+import { startDriveMirror, type DriveMirrorArgs } from '../../jobs/drive-mirror';
 
 type Device = { device: string };
 type Id = { id: string };
@@ -15,6 +17,14 @@ export function blockJobCommands() {
     defineCommand('query-block-jobs', () => allBlockJobs().map((bj) => bj.info())),
     defineCommand<BackupArgs>('blockdev-backup', async (args) => {
       await startBackup(args);
+      return {};
+    }),
+    defineCommand<DriveBackupArgs>('drive-backup', async (args) => {
+      await startDriveBackup(args);
+      return {};
+    }),
+    defineCommand<DriveMirrorArgs>('drive-mirror', async (args) => {
+      await startDriveMirror(args);
       return {};
     }),
     defineCommand<MirrorArgs>('blockdev-mirror', async (args) => {

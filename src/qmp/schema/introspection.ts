@@ -120,7 +120,7 @@ class Introspector {
         return {
           name,
           'meta-type': 'enum',
-          members: def.values.map((value) => ({ name: value })),
+          members: def.values.map((value) => ({ name: value, ...features(def.valueFeatures[value] ?? []) })),
           values: [...def.values],
           ...features(def.features),
         };

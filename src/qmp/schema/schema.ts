@@ -5,7 +5,7 @@
  * command-line typing are all derived from it.
  *
  * Definitions:
- *   {"enum": N, "data": [values]}
+ *   {"enum": N, "data": [values]}   (a value may be {"name": V, "features": [...]})
  *   {"struct": N, "data": MEMBERS, "base"?: N}
  *   {"union": N, "base": N | MEMBERS, "discriminator": member, "data": {case: struct N}}
  *   {"alternate": N, "data": {branch: TYPE}}
@@ -32,7 +32,12 @@ interface Base {
   features: string[];
 }
 
-export interface EnumDef extends Base { meta: 'enum'; values: string[] }
+export interface EnumDef extends Base {
+  meta: 'enum';
+  values: string[];
+  /** Features of single values (QAPI's {"name": V, "features": [...]} form). */
+  valueFeatures: Record<string, string[]>;
+}
 export interface StructDef extends Base { meta: 'struct'; members: Member[] }
 export interface UnionDef extends Base { meta: 'union'; members: Member[]; discriminator: string; variants: Record<string, string> }
 export interface AlternateDef extends Base { meta: 'alternate'; branches: Array<{ name: string; type: TypeRef }> }
@@ -103,7 +108,11 @@ export function loadSchema(dir: string): Schema {
   for (const raw of raws) {
     const features: string[] = raw.features ?? [];
     if ('enum' in raw) {
-      schema.types.set(raw.enum, { meta: 'enum', name: raw.enum, features, values: raw.data });
+      const entries = raw.data as Array<string | { name: string; features?: string[] }>;
+      const valueFeatures: Record<string, string[]> = {};
+      for (const e of entries) if (typeof e !== 'string' && e.features) valueFeatures[e.name] = e.features;
+      const values = entries.map((e) => (typeof e === 'string' ? e : e.name));
+      schema.types.set(raw.enum, { meta: 'enum', name: raw.enum, features, values, valueFeatures });
     } else if ('struct' in raw) {
       const def: StructDef = { meta: 'struct', name: raw.struct, features, members: parseMembers(raw.data ?? {}) };
       schema.types.set(def.name, def);

@@ -1,10 +1,11 @@
 /**
  * copy-before-write, GS half: the filter a backup job inserts above its
- * source (`file`) with the backup target as `target`. Before a write
+ * source (`file`) with the backup target as `target`, or that a user adds
+ * with blockdev-add for image fleecing (then its I/O half does the copying). Before a write
  * reaches the source, the old data of the clusters it touches is copied to
  * the target, so the target keeps the source as it was when the job began.
- * The copying sits on the source's write path in the I/O layer (the job's
- * run half); this node carries the graph edges and permissions.
+ * For a job's filter the copying sits on the source's write path in the I/O
+ * layer (the job's run half); the node carries the graph edges and permissions.
  */
 import type { GsDriver } from '../../global-state/driver-gs';
 import { nodeFilename } from '../../global-state/node-info';
@@ -12,6 +13,7 @@ import type { BlockNode } from '../../global-state/block-node';
 import { findNode } from '../../global-state/graph';
 import { PERM } from '../../common/permissions';
 import { QmpError } from '../../../qmp/errors';
+import { CBW_CLUSTER_SIZE, type CbwState, type CbwUserState } from './common';
 
 /**
  * Users that are not nodes (exports) stay on the source rather than move
@@ -24,12 +26,26 @@ function keepsWriters(node: BlockNode): boolean {
   return !!source?.parents.some((e) => e.parent.kind === 'backend' && e.parent.graphType !== 'block-job' && e.perm & PERM.WRITE);
 }
 
-export const copyBeforeWriteGs: GsDriver<Record<string, never>> = {
+export const copyBeforeWriteGs: GsDriver<CbwState> = {
   descriptor: { name: 'copy-before-write', kind: 'filter' },
   strongOptions: [],
 
-  async open() {
-    throw QmpError.generic(`Driver 'copy-before-write' can only be used by backup jobs`);
+  /** A user's node (image fleecing): from here on, `target` keeps `file` as it is now. */
+  async open(ctx, options) {
+    const file = (await ctx.openChild('file', 'file', true))!;
+    const target = (await ctx.openChild('target', 'target', true))!;
+    if (options.bitmap !== undefined) {
+      // qbd has no dirty bitmaps yet, so no name can be found.
+      const b = options.bitmap as { node: string; name: string };
+      throw QmpError.generic(`Dirty bitmap '${b.name}' not found`);
+    }
+    if (target.length < file.length) throw QmpError.generic(`Target image is smaller than the source`);
+    const state: CbwUserState = {
+      clusterSize: CBW_CLUSTER_SIZE,
+      onCbwError: (options['on-cbw-error'] as CbwUserState['onCbwError'] | undefined) ?? 'break-guest-write',
+      timeoutMs: Number(options['cbw-timeout'] ?? 0) * 1000,
+    };
+    return { state, length: file.length, requestAlignment: file.requestAlignment };
   },
 
   childPerms(node, role, perm, shared) {

@@ -4,7 +4,7 @@
  * it has one), opens the backing chain, and answers queries. The tables are
  * loaded by the I/O half on first use.
  */
-import * as fs from 'node:fs';
+import { probeFormat } from '../../global-state/probe-format';
 import * as path from 'node:path';
 import type { GsDriver, OpenContext } from '../../global-state/driver-gs';
 import type { BlockNode } from '../../global-state/block-node';
@@ -31,7 +31,6 @@ import {
   Qcow2FormatError,
   type Qcow2Header,
   type Qcow2State,
-  QCOW2_MAGIC,
 } from './common';
 import { createQcow2, createQcow2File } from './create';
 import { headerWithBacking } from './backing-header';
@@ -78,22 +77,6 @@ function validate(h: Qcow2Header, exts: ReturnType<typeof parseExtensions>): voi
   if (h.nbSnapshots > 65536) throw new Qcow2FormatError('Too many snapshots');
   if (h.nbSnapshots > 0 && (h.snapshotsOffset % cs !== 0 || h.snapshotsOffset === 0)) throw new Qcow2FormatError('Invalid snapshot table offset');
   if (h.size > 2 ** 53 - cs) throw new Qcow2FormatError('Image size too large');
-}
-
-/** Probes a backing file's format when the header does not name it: qcow2 by magic, raw otherwise. */
-function probeFormat(filename: string): string {
-  try {
-    const fd = fs.openSync(filename, 'r');
-    try {
-      const b = Buffer.alloc(4);
-      fs.readSync(fd, b, 0, 4, 0);
-      return b.readUInt32BE(0) === QCOW2_MAGIC ? 'qcow2' : 'raw';
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return 'raw';
-  }
 }
 
 /** The backing file name of the header, resolved against the image's directory. */

@@ -1,0 +1,17 @@
+/**
+ * copy-before-write, state both halves share. A node a user creates with
+ * blockdev-add (image fleecing) does the copying itself, in its I/O half;
+ * the node a backup job inserts has no state and passes requests through
+ * (the job's write notifier on the source does the copying).
+ */
+export interface CbwUserState {
+  /** The copy granularity: clusters of this size are copied whole, once. */
+  clusterSize: number;
+  onCbwError: 'break-guest-write' | 'break-snapshot';
+  /** cbw-timeout in milliseconds, 0 for none. */
+  timeoutMs: number;
+}
+
+export type CbwState = CbwUserState | undefined;
+
+export const CBW_CLUSTER_SIZE = 64 * 1024;

@@ -1,0 +1,21 @@
+/**
+ * snapshot-access, I/O half: reads come from the snapshot of the
+ * copy-before-write node below; the view cannot be written.
+ */
+import { IoError, STATUS } from '../../common/io-types';
+import type { IoDriver } from '../../io/driver-io';
+import { snapshotRead } from '../copy-before-write/io';
+
+export const snapshotAccessIo: IoDriver<undefined> = {
+  name: 'snapshot-access',
+  attach: () => undefined,
+  read: (node, offset, buf) => snapshotRead(node.child('file'), offset, buf),
+  async write() {
+    throw new IoError('ENOTSUP', 'snapshot-access cannot be written');
+  },
+  async writeZeroes() {
+    throw new IoError('ENOTSUP', 'snapshot-access cannot be written');
+  },
+  flush: async () => undefined,
+  blockStatus: async (node, offset, bytes) => ({ status: STATUS.DATA | STATUS.ALLOCATED, bytes: Math.min(bytes, node.length - offset) }),
+};

@@ -1,0 +1,39 @@
+/**
+ * drive-mirror: blockdev-mirror to an image given by filename, created
+ * first unless mode is `existing`. The source must be a root node. sync=top
+ * without a backing file becomes full; the new image of sync top/none gets
+ * the source's backing file (top) or the source (none) as backing file.
+ * The target stays open after a pivot (it took the source's place) and
+ * closes otherwise.
+ */
+import { assertMainLoop } from '../common/thread-context';
+import { QmpError } from '../qmp/errors';
+import { closeDriveTarget, openDriveTarget, type DriveTargetArgs } from './drive-target';
+import { checkNotInJob } from './block-job';
+import { lookupNode } from './job-filter';
+import { startMirror, type MirrorArgs } from './mirror';
+
+export type DriveMirrorArgs = Omit<MirrorArgs, 'target'> & DriveTargetArgs & { 'node-name'?: string };
+
+export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
+  assertMainLoop();
+  const source = lookupNode(args.device);
+  if (source.parents.some((e) => e.parent.kind === 'node')) throw QmpError.generic('Need a root block node');
+  checkNotInJob(source);
+  let sync = args.sync;
+  let backingOf = undefined;
+  if (sync === 'top') {
+    backingOf = source.child('backing');
+    if (!backingOf) sync = 'full';
+  } else if (sync === 'none') {
+    backingOf = source;
+  }
+  const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, sync === 'full' ? undefined : backingOf);
+  const { 'node-name': _n, format: _f, mode: _m, ...rest } = args;
+  try {
+    await startMirror({ ...rest, sync, target: target.name }, undefined, () => closeDriveTarget(target));
+  } catch (err) {
+    await closeDriveTarget(target);
+    throw err;
+  }
+}
