@@ -17,6 +17,7 @@ import type { Chardev } from './qmp/chardev/chardev';
 import { SocketChardev } from './qmp/chardev/socket-chardev';
 import { StdioChardev } from './qmp/chardev/stdio-chardev';
 import { blockCommands } from './qmp/commands/block';
+import { dirtyBitmapCommands } from './qmp/commands/dirty-bitmaps';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
 import { blockJobCommands } from './qmp/commands/block-jobs';
@@ -51,6 +52,7 @@ export class Daemon {
     this.dispatcher = new Dispatcher(this.schema, validator, [
       ...controlCommands(this.schema, () => void this.quit()),
       ...blockCommands(),
+      ...dirtyBitmapCommands(),
       ...objectCommands(),
       ...jobCommands(),
       ...blockJobCommands(),

@@ -7,12 +7,15 @@
 import { notificationType, requestType } from '../../common/channel';
 import type { BlockStatus, WriteFlags, ZeroFlags } from './io-types';
 import type { ChildLink, IoNodeDescriptor } from './node-descriptor';
+import type { SharedDirtyBitmapState } from './shared-dirty-bitmap';
 
 export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
 /** Flushes and drops the I/O half (metadata caches are written back first). */
 export const detachNode = requestType<{ nodeName: string }, void>('node.detach');
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean }, void>('node.update');
+/** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */
+export const setDirtyBitmaps = requestType<{ nodeName: string; bitmaps: SharedDirtyBitmapState[] }, void>('node.set-dirty-bitmaps');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

@@ -10,6 +10,7 @@ import { QmpError } from '../../qmp/errors';
 import * as proto from '../common/io-context-protocol';
 import type { IoNodeDescriptor } from '../common/node-descriptor';
 import { BlockNode, type NodeCommonOptions } from './block-node';
+import { bitmapStates } from './dirty-bitmaps';
 import { drained } from './drain';
 import type { OpenContext } from './driver-gs';
 import { gsDrivers } from './driver-table';
@@ -161,6 +162,7 @@ export function descriptorOf(node: BlockNode): IoNodeDescriptor {
     maxTransfer: node.maxTransfer,
     detectZeroes: node.common.detectZeroes,
     discard: node.common.discard,
+    dirtyBitmaps: bitmapStates(node),
   };
 }
 

@@ -10,6 +10,7 @@ import { assertIoContext } from '../../common/thread-context';
 import { log } from '../../common/log';
 import * as proto from '../common/io-context-protocol';
 import { contextServices, type IoContextRuntime } from './context-services';
+import { setDirtyBitmaps } from './dirty-tracking';
 import { drainBegin, drainEnd } from './drain';
 import { IoGraph } from './io-graph';
 import { blockStatusNode, discardNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from './request';
@@ -68,6 +69,7 @@ function main(): void {
     if (length !== undefined) node.length = length;
     if (readOnly !== undefined) node.readOnly = readOnly;
   });
+  channel.onRequest(proto.setDirtyBitmaps, ({ nodeName, bitmaps }) => setDirtyBitmaps(graph.get(nodeName), bitmaps));
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));
