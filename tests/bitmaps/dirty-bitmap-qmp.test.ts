@@ -5,75 +5,12 @@
  * and x-debug-block-dirty-bitmap-sha256 hashes.
  */
 import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { structuralDiff, type Json } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
-import type { QmpTestClient } from '../helpers/qmp-client';
 import { toolAvailable } from '../helpers/tools';
+import { bitmapsByNode, both, hashes, qcow2Image, qemuIo, rawImage } from './support';
 
 const haveTools = toolAvailable('qemu-storage-daemon') && toolAvailable('qemu-io') && toolAvailable('qemu-img');
-
-let dir: string;
-beforeAll(() => {
-  dir = tempDir('qbd-bitmaps-qmp-');
-});
-afterAll(() => {
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-type Session = { c: QmpTestClient; d: RunningDaemon; work: string; nbd: string };
-
-/** Runs `steps` against a fresh daemon of each flavour, each with its own images and NBD socket. */
-async function both(steps: (s: Session) => Promise<Json>): Promise<{ ours: Json; theirs: Json }> {
-  const out: Json[] = [];
-  for (const flavour of ['qbd', 'qsd'] as const) {
-    const work = tempDir(`qbd-bitmaps-${flavour}-`);
-    const nbd = path.join(work, 'nbd.sock');
-    const d = await startDaemon(flavour, ['--nbd-server', `addr.type=unix,addr.path=${nbd}`], { dir: work });
-    try {
-      const c = await d.client();
-      out.push(await steps({ c, d, work, nbd }));
-      c.close();
-    } finally {
-      await d.stop();
-      fs.rmSync(work, { recursive: true, force: true });
-    }
-  }
-  return { ours: out[0], theirs: out[1] };
-}
-
-/** Runs qemu-io commands on an export. */
-function qemuIo(s: Session, exportName: string, ...cmds: string[]): void {
-  execFileSync('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), `nbd+unix:///${exportName}?socket=${s.nbd}`], { stdio: 'pipe' });
-}
-
-/** The dirty-bitmaps member of every node that has one, by node name. */
-async function bitmapsByNode(c: QmpTestClient): Promise<Json> {
-  const out: Json = {};
-  for (const n of await c.cmd('query-named-block-nodes')) if (n['dirty-bitmaps']) out[n['node-name']] = n['dirty-bitmaps'];
-  return out;
-}
-
-async function hashes(c: QmpTestClient, pairs: Array<[string, string]>): Promise<Json> {
-  const out: Json = {};
-  for (const [node, name] of pairs) out[`${node}/${name}`] = await c.execute('x-debug-block-dirty-bitmap-sha256', { node, name });
-  return out;
-}
-
-function rawImage(s: Session, name: string, size: number): string {
-  const f = path.join(s.work, name);
-  fs.writeFileSync(f, '');
-  fs.truncateSync(f, size);
-  return f;
-}
-
-function qcow2Image(s: Session, name: string, size: string, cluster = '65536'): string {
-  const f = path.join(s.work, name);
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${cluster}`, f, size]);
-  return f;
-}
 
 describe.skipIf(!haveTools)('dirty bitmaps beside qemu-storage-daemon', () => {
   it('answers the commands with the reference replies and errors', async () => {

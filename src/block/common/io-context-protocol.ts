@@ -14,6 +14,8 @@ export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
 export const detachNode = requestType<{ nodeName: string }, void>('node.detach');
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean }, void>('node.update');
+/** Makes the node's driver write its persistent bitmaps to the image now (after one was removed). */
+export const storeBitmaps = requestType<{ nodeName: string }, void>('node.store-bitmaps');
 /** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */
 export const setDirtyBitmaps = requestType<{ nodeName: string; bitmaps: SharedDirtyBitmapState[] }, void>('node.set-dirty-bitmaps');
 

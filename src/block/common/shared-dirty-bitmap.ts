@@ -18,6 +18,19 @@ export interface SharedDirtyBitmapState {
   /** Bytes of the node the bitmap covers. */
   readonly length: number;
   readonly granularity: number;
+  /** What the node's driver needs to store the bitmap (set on the copies sent to I/O contexts). */
+  readonly name?: string;
+  readonly persistent?: boolean;
+  readonly inconsistent?: boolean;
+}
+
+/** A bitmap a format driver found in its image at open. */
+export interface StoredBitmap {
+  name: string;
+  bits: SharedDirtyBitmapState;
+  enabled: boolean;
+  /** Found in use: not stored after its last change; its bits are meaningless. */
+  inconsistent: boolean;
 }
 
 /** Control word 0: set while the bitmap records writes. */

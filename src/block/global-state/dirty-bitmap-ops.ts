@@ -46,9 +46,8 @@ export async function addDirtyBitmap(args: BitmapAddArgs): Promise<BdrvDirtyBitm
     granularity = defaultGranularity(node);
   }
   if (args.persistent === true) canStorePersistentBitmap(node, args.name, granularity);
-  const bm = await createBitmap(node, granularity, args.name);
+  const bm = await createBitmap(node, granularity, args.name, args.persistent === true);
   if (args.disabled === true) bm.enabled = false;
-  bm.persistent = args.persistent === true;
   return bm;
 }
 
@@ -94,6 +93,7 @@ export function setDirtyBitmapEnabled(nodeName: string, name: string, enabled: b
 export function mergeDirtyBitmaps(nodeName: string, target: string, sources: BitmapRef[]): { bm: BdrvDirtyBitmap; before: Int32Array } {
   assertMainLoop();
   const dest = lookupBitmap(nodeName, target);
+  checkBitmap(dest, CHECK_DEFAULT);
   const scratch = SharedDirtyBitmap.create(dest.size, dest.granularity, false);
   for (const ref of sources) {
     let src: BdrvDirtyBitmap | undefined;
@@ -103,14 +103,12 @@ export function mergeDirtyBitmaps(nodeName: string, target: string, sources: Bit
     } else {
       src = lookupBitmap(ref.node, ref.name);
     }
-    // The scratch bitmap stands for the target in QEMU's checks: only the source can fail them here.
     checkBitmap(src, CHECK_ALLOW_RO);
     if (src.size !== dest.size) {
       throw QmpError.generic(`Bitmaps are of different sizes (destination size is ${dest.size}, source size is ${src.size}) and can't be merged`);
     }
     scratch.merge(src.bits);
   }
-  checkBitmap(dest, CHECK_DEFAULT);
   const before = dest.bits.snapshot();
   dest.bits.merge(scratch);
   return { bm: dest, before };

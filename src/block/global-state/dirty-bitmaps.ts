@@ -70,13 +70,13 @@ export function findBitmap(node: BlockNode, name: string): BdrvDirtyBitmap | und
   return bitmapsOf(node).find((b) => b.name === name);
 }
 
-/** What the node's I/O half must mark: every bitmap, the disabled ones check their own flag. */
+/** What the node's I/O half must mark (the disabled ones check their own flag) and its driver store. */
 export function bitmapStates(node: BlockNode): SharedDirtyBitmapState[] {
-  return bitmapsOf(node).map((b) => b.bits.state);
+  return bitmapsOf(node).map((b) => ({ ...b.bits.state, name: b.name, persistent: b.persistent, inconsistent: b.inconsistent }));
 }
 
 /** Tells the node's I/O context which bitmaps it marks. */
-async function syncBitmaps(node: BlockNode): Promise<void> {
+export async function syncBitmaps(node: BlockNode): Promise<void> {
   if (!node.attached) return;
   await node.ctx.channel.request(proto.setDirtyBitmaps, { nodeName: node.name, bitmaps: bitmapStates(node) });
 }
@@ -89,13 +89,14 @@ export function defaultGranularity(node: BlockNode): number {
 }
 
 /** QEMU's bdrv_create_dirty_bitmap(): a clean, enabled bitmap over the node's current length. */
-export async function createBitmap(node: BlockNode, granularity: number, name: string | undefined): Promise<BdrvDirtyBitmap> {
+export async function createBitmap(node: BlockNode, granularity: number, name: string | undefined, persistent = false): Promise<BdrvDirtyBitmap> {
   assertMainLoop();
   if (name !== undefined) {
     if (findBitmap(node, name)) throw QmpError.generic(`Bitmap already exists: ${name}`);
     if (Buffer.byteLength(name) > BITMAP_MAX_NAME) throw QmpError.generic(`Bitmap name too long: ${name}`);
   }
   const bm = new BdrvDirtyBitmap(name, node, SharedDirtyBitmap.create(node.length, granularity, true));
+  bm.persistent = persistent;
   await addBitmap(bm);
   return bm;
 }
@@ -105,6 +106,24 @@ export async function addBitmap(bm: BdrvDirtyBitmap): Promise<void> {
   assertMainLoop();
   bitmapsByNode.set(bm.node, [bm, ...bitmapsOf(bm.node)]);
   await syncBitmaps(bm.node);
+}
+
+/**
+ * Takes the bitmaps the driver found in the image as persistent bitmaps of
+ * the node, before its I/O half exists. A read-only image's bitmaps are
+ * read-only; bitmaps found in use are inconsistent and record nothing.
+ */
+export function adoptStoredBitmaps(node: BlockNode): void {
+  assertMainLoop();
+  const stored = node.driver.takeStoredBitmaps?.(node) ?? [];
+  for (const s of stored) {
+    const bm = new BdrvDirtyBitmap(s.name, node, SharedDirtyBitmap.from(s.bits));
+    bm.persistent = true;
+    bm.inconsistent = s.inconsistent;
+    bm.readonly = node.readOnly && !s.inconsistent;
+    bm.enabled = s.enabled;
+    bitmapsByNode.set(node, [bm, ...bitmapsOf(node)]);
+  }
 }
 
 /** QEMU's bdrv_release_dirty_bitmap(): writes stop marking it once the I/O context has the new list. */

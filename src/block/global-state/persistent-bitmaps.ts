@@ -5,7 +5,8 @@
  */
 import { QmpError } from '../../qmp/errors';
 import type { BlockNode } from './block-node';
-import { BITMAP_MAX_NAME, type BdrvDirtyBitmap } from './dirty-bitmaps';
+import * as proto from '../common/io-context-protocol';
+import { BITMAP_MAX_NAME, bitmapsOf, syncBitmaps, type BdrvDirtyBitmap } from './dirty-bitmaps';
 
 /** QEMU's limits of the qcow2 bitmaps extension. */
 const QCOW2_MAX_BITMAPS = 65535;
@@ -34,9 +35,18 @@ export function canStorePersistentBitmap(node: BlockNode, name: string, granular
 }
 
 /** Persistent bitmaps the image holds or will hold. */
-function storedBitmapCount(_node: BlockNode): number {
-  return 0;
+function storedBitmapCount(node: BlockNode): number {
+  return bitmapsOf(node).filter((b) => b.persistent).length;
 }
 
-/** Drops a persistent bitmap from the image (nothing to do until it was stored). */
-export async function removePersistentBitmap(_bm: BdrvDirtyBitmap): Promise<void> {}
+/**
+ * Drops a persistent bitmap from the image at once, as QEMU does: the
+ * bitmap stops being persistent and the driver rewrites its directory
+ * without it. (A transaction that aborts makes it persistent again; it is
+ * stored when the node closes.)
+ */
+export async function removePersistentBitmap(bm: BdrvDirtyBitmap): Promise<void> {
+  bm.persistent = false;
+  await syncBitmaps(bm.node);
+  if (bm.node.attached && !bm.node.readOnly) await bm.node.ctx.channel.request(proto.storeBitmaps, { nodeName: bm.node.name });
+}

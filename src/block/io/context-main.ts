@@ -70,6 +70,10 @@ function main(): void {
     if (readOnly !== undefined) node.readOnly = readOnly;
   });
   channel.onRequest(proto.setDirtyBitmaps, ({ nodeName, bitmaps }) => setDirtyBitmaps(graph.get(nodeName), bitmaps));
+  channel.onRequest(proto.storeBitmaps, async ({ nodeName }) => {
+    const node = graph.get(nodeName);
+    await node.driver.storeBitmaps?.(node);
+  });
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));

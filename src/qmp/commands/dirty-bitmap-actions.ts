@@ -4,7 +4,7 @@
  * block-dirty-bitmap-* transaction actions do.
  */
 import { log } from '../../common/log';
-import { releaseBitmap, type BdrvDirtyBitmap } from '../../block/global-state/dirty-bitmaps';
+import { lookupBitmap, releaseBitmap, syncBitmaps, type BdrvDirtyBitmap } from '../../block/global-state/dirty-bitmaps';
 import {
   addDirtyBitmap,
   clearDirtyBitmap,
@@ -33,8 +33,10 @@ function addAction(args: BitmapAddArgs): TransactionAction {
 /** The bitmap leaves the node at commit; until then it is busy and records nothing new for its owner. */
 function removeAction(args: BitmapArgs): TransactionAction {
   let bm: BdrvDirtyBitmap | undefined;
+  let wasPersistent = false;
   return {
     async prepare() {
+      wasPersistent = lookupBitmap(args.node, args.name).persistent;
       bm = await removeDirtyBitmap(args.node, args.name, false);
       bm.busy = true;
     },
@@ -44,8 +46,14 @@ function removeAction(args: BitmapArgs): TransactionAction {
       // The bitmap leaves the node's list now; the I/O context hears of it just after.
       releaseBitmap(bm).catch((err: Error) => log.error({ bitmap: args.name, err: err.message }, 'releasing a removed bitmap failed'));
     },
-    abort() {
-      if (bm) bm.busy = false;
+    async abort() {
+      if (!bm) return;
+      bm.busy = false;
+      // Already gone from the image: stored again when the node closes.
+      if (wasPersistent) {
+        bm.persistent = true;
+        await syncBitmaps(bm.node);
+      }
     },
   };
 }
