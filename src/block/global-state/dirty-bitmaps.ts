@@ -135,6 +135,49 @@ export async function releaseBitmap(bm: BdrvDirtyBitmap): Promise<void> {
   await syncBitmaps(bm.node);
 }
 
+/**
+ * QEMU's bdrv_dirty_bitmap_create_successor(): an operation (a backup)
+ * freezes `bm` — busy, no longer recording — and an anonymous successor
+ * takes the writes from now on, recording if `bm` was.
+ */
+export async function createSuccessor(bm: BdrvDirtyBitmap): Promise<BdrvDirtyBitmap> {
+  assertMainLoop();
+  if (bm.busy) throw QmpError.generic('Cannot create a successor for a bitmap that is in-use by an operation');
+  if (bm.successor) throw QmpError.generic('Cannot create a successor for a bitmap that already has one');
+  const child = new BdrvDirtyBitmap(undefined, bm.node, SharedDirtyBitmap.create(bm.size, bm.granularity, bm.enabled));
+  bm.enabled = false;
+  bm.successor = child;
+  bm.busy = true;
+  await addBitmap(child);
+  return child;
+}
+
+/** QEMU's bdrv_dirty_bitmap_abdicate(): the successor takes the name (and persistence); `bm` is dropped. */
+export async function abdicateBitmap(bm: BdrvDirtyBitmap): Promise<BdrvDirtyBitmap> {
+  assertMainLoop();
+  const child = bm.successor!;
+  child.name = bm.name;
+  child.persistent = bm.persistent;
+  bm.name = undefined;
+  bm.persistent = false;
+  bm.successor = undefined;
+  bm.busy = false;
+  await releaseBitmap(bm);
+  return child;
+}
+
+/** QEMU's bdrv_reclaim_dirty_bitmap(): the successor's bits join `bm`, which records again as the successor did. */
+export async function reclaimBitmap(bm: BdrvDirtyBitmap): Promise<BdrvDirtyBitmap> {
+  assertMainLoop();
+  const child = bm.successor!;
+  bm.bits.merge(child.bits);
+  bm.enabled = child.enabled;
+  bm.busy = false;
+  bm.successor = undefined;
+  await releaseBitmap(child);
+  return bm;
+}
+
 /** Gives every bitmap of `node` the node's new length (after a resize): new bits are clean. */
 export async function resizeBitmaps(node: BlockNode): Promise<void> {
   assertMainLoop();
