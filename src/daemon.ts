@@ -18,6 +18,7 @@ import { SocketChardev } from './qmp/chardev/socket-chardev';
 import { StdioChardev } from './qmp/chardev/stdio-chardev';
 import { blockCommands } from './qmp/commands/block';
 import { chainCommands } from './qmp/commands/chain';
+import { dirtyBitmapCommands } from './qmp/commands/dirty-bitmaps';
 import { controlCommands } from './qmp/commands/control';
 import { jobCommands } from './qmp/commands/jobs';
 import { backingChainCommands } from './qmp/commands/backing-chain';
@@ -57,6 +58,7 @@ export class Daemon {
       ...controlCommands(this.schema, () => void this.quit()),
       ...blockCommands(),
       ...chainCommands(),
+      ...dirtyBitmapCommands(),
       ...objectCommands(),
       ...jobCommands(),
       ...blockJobCommands(),

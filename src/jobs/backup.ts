@@ -3,8 +3,8 @@
  * and with its words, inserts a copy-before-write filter above the source
  * and arms the run half's copy before write in the same drained section —
  * the moment the target's content refers to — then lets the run half copy
- * the rest. Bitmaps (sync incremental/bitmap) are not supported yet: a
- * bitmap name is always unknown.
+ * the rest. With a bitmap (`backup-bitmap.ts`), sync=bitmap copies only its
+ * dirty clusters, and the bitmap's fate follows `bitmap-mode`.
  */
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
@@ -14,6 +14,7 @@ import { moveToContext } from '../block/global-state/iothread-move';
 import { copyBeforeWriteGs } from '../block/drivers/copy-before-write/gs';
 import type { BackupRunParams, OnError } from './common/job-control';
 import { BlockJob, checkNotInJob, type CommonJobArgs } from './block-job';
+import { BackupBitmap, checkBackupBitmapArgs } from './backup-bitmap';
 import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
 
 export interface BackupArgs extends CommonJobArgs {
@@ -62,10 +63,7 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
   const source = lookupNode(args.device);
   checkNotInJob(source);
   const target = lookupNode(args.target);
-  // No dirty bitmaps exist yet, so every name is unknown.
-  if (args.bitmap !== undefined) throw QmpError.generic(`Bitmap '${args.bitmap}' could not be found`);
-  if (args['bitmap-mode'] !== undefined) throw QmpError.generic('Cannot specify bitmap sync mode without a bitmap');
-  if (args.sync === 'incremental' || args.sync === 'bitmap') throw QmpError.generic(`must provide a valid bitmap name for '${args.sync}' sync mode`);
+  const { sync, bitmap, mode } = checkBackupBitmapArgs(args, source);
   if (source === target) throw QmpError.generic('Source and target cannot be the same');
   // QEMU names the target's BlockBackend, which a node has not.
   if (args.compress && !supportsCompressedWrites(target)) throw QmpError.generic('Compression is not supported for this drive ');
@@ -79,7 +77,7 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
     kind: 'backup',
     source: source.name,
     target: target.name,
-    sync: args.sync,
+    sync,
     clusterSize: CLUSTER_SIZE,
     compress: args.compress === true,
     onSourceError: (args['on-source-error'] ?? 'report') as OnError,
@@ -87,11 +85,14 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
   };
 
   let filter: BlockNode | undefined;
+  let held: BackupBitmap | undefined;
   const bj: BlockJob = new BlockJob(
     args['job-id'] ?? '',
     'backup',
     source.ctx,
     {
+      commit: async () => held?.settle(true),
+      abort: async () => held?.settle(false),
       async clean(b) {
         const f = filter;
         filter = undefined;
@@ -105,6 +106,11 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
   bj.job.create();
   try {
     bj.setSpeed(args.speed ?? 0);
+    if (bitmap) {
+      held = await BackupBitmap.freeze(bitmap, mode!, CLUSTER_SIZE);
+      params.remaining = held.remaining.state;
+      if (sync === 'bitmap') params.syncBitmap = held.source;
+    }
     filter = await insertFilter(
       { name: args['filter-node-name'], driver: copyBeforeWriteGs, source, sourceRole: 'file', others: [{ role: 'target', node: target }] },
       [source, target],
@@ -116,6 +122,8 @@ export async function prepareBackup(args: BackupArgs, afterClean?: () => Promise
         }),
     );
   } catch (err) {
+    // A job that never started gives its bitmap back untouched.
+    await held?.settle(false);
     bj.job.failEarly();
     throw err;
   }

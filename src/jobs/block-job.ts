@@ -23,6 +23,8 @@ export type BlockJobType = 'mirror' | 'backup' | 'commit' | 'stream';
 export interface BlockJobKind {
   /** After the run: the job's own graph changes for success (mirror's pivot). */
   commit?(bj: BlockJob): Promise<void>;
+  /** After a failed or cancelled run, instead of commit. */
+  abort?(bj: BlockJob): Promise<void>;
   /** Always after commit or abort: undoes the job's graph changes. */
   clean(bj: BlockJob): Promise<void>;
   /** job-complete; absent: the job cannot be completed. */
@@ -58,6 +60,7 @@ export class BlockJob {
       type,
       run: () => this.run(),
       commit: kind.commit ? () => kind.commit!(this) : undefined,
+      abort: kind.abort ? () => kind.abort!(this) : undefined,
       clean: () => this.clean(),
       complete: kind.complete ? () => this.completeRequested() : undefined,
       cancel: (_j, force) => this.cancelRequested(force),

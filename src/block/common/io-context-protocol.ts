@@ -7,6 +7,7 @@
 import { notificationType, requestType } from '../../common/channel';
 import type { BlockStatus, WriteFlags, ZeroFlags } from './io-types';
 import type { ChildLink, IoNodeDescriptor } from './node-descriptor';
+import type { SharedDirtyBitmapState } from './shared-dirty-bitmap';
 
 export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
 /** Flushes and drops the I/O half (metadata caches are written back first). */
@@ -17,6 +18,10 @@ export const replaceBackendRoot = requestType<{ from: string; to: string }, void
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
 /** Rebuilds a node's driver state from a new descriptor (a file node reopened read-write or read-only has a new fd). */
 export const reattachState = requestType<IoNodeDescriptor, void>('node.reattach-state');
+/** Makes the node's driver write its persistent bitmaps to the image now (after one was removed). */
+export const storeBitmaps = requestType<{ nodeName: string }, void>('node.store-bitmaps');
+/** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */
+export const setDirtyBitmaps = requestType<{ nodeName: string; bitmaps: SharedDirtyBitmapState[] }, void>('node.set-dirty-bitmaps');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

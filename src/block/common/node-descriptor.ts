@@ -3,6 +3,8 @@
  * driver's GS `open`, sent across the thread boundary, and enough to build
  * the I/O half again when the node moves to another I/O context.
  */
+import type { SharedDirtyBitmapState } from './shared-dirty-bitmap';
+
 export interface ChildLink {
   /** The child's role as seen by the parent: 'file', 'backing', … */
   role: string;
@@ -25,4 +27,6 @@ export interface IoNodeDescriptor {
   detectZeroes: 'off' | 'on' | 'unmap';
   /** `discard` of the node: whether discard requests are passed down. */
   discard: 'ignore' | 'unmap';
+  /** The node's dirty bitmaps (shared memory): kept when the node moves to another context. */
+  dirtyBitmaps?: SharedDirtyBitmapState[];
 }

@@ -10,6 +10,7 @@ import { QmpError } from '../../qmp/errors';
 import * as proto from '../common/io-context-protocol';
 import type { IoNodeDescriptor } from '../common/node-descriptor';
 import { BlockNode, type NodeCommonOptions } from './block-node';
+import { adoptStoredBitmaps, bitmapStates } from './dirty-bitmaps';
 import { drained } from './drain';
 import type { OpenContext } from './driver-gs';
 import { gsDrivers } from './driver-table';
@@ -132,6 +133,7 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
     throw err;
   }
   st.created.push(node);
+  adoptStoredBitmaps(node);
 
   await drained([node, ...children.map((c) => c.node)], async () => {
     for (const c of children) attachChild(node, c.node, c.role);
@@ -161,6 +163,7 @@ export function descriptorOf(node: BlockNode): IoNodeDescriptor {
     maxTransfer: node.maxTransfer,
     detectZeroes: node.common.detectZeroes,
     discard: node.common.discard,
+    dirtyBitmaps: bitmapStates(node),
   };
 }
 

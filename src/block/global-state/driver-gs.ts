@@ -5,6 +5,7 @@
  */
 import type { BlockDriverDescriptor } from '../common/driver-descriptor';
 import type { NodeRequest, NodeRequestResult } from '../common/io-context-protocol';
+import type { StoredBitmap } from '../common/shared-dirty-bitmap';
 import type { BlockNode } from './block-node';
 
 /** What `open` may use: its children (already open), and I/O on them. */
@@ -73,6 +74,8 @@ export interface GsDriver<S = any> {
   allocatedSize?(node: BlockNode): number | undefined;
   /** Image facts a query shows (ImageInfo's cluster-size, dirty-flag, backing-filename…), for formats that have them. */
   imageInfo?(node: BlockNode): ImageFacts;
+  /** Persistent dirty bitmaps found in the image at open, handed over once after the node exists. */
+  takeStoredBitmaps?(node: BlockNode): StoredBitmap[];
   /** `format-specific` of ImageInfo (e.g. qcow2's compat, refcount-bits…). */
   formatSpecific?(node: BlockNode): Record<string, unknown> | undefined;
   /**

@@ -7,6 +7,7 @@ import { assertMainLoop } from '../../common/thread-context';
 import { toQmpJson } from '../../qmp/qmp-json';
 import { permList } from '../common/permissions';
 import type { BackendParent, BdrvChild, BlockNode, GraphParent } from './block-node';
+import { dirtyBitmapInfo } from './dirty-bitmaps';
 import { allNodes } from './graph';
 
 /**
@@ -112,6 +113,7 @@ export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
   const image = imageInfo(node);
   const filename = image.filename as string;
   const backingName = backingFileName(node);
+  const bitmaps = dirtyBitmapInfo(node);
   return {
     file: filename,
     'node-name': node.name,
@@ -130,6 +132,7 @@ export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
     image,
     cache: { writeback: true, direct: node.common.cacheDirect, 'no-flush': node.common.cacheNoFlush },
     write_threshold: node.writeThreshold,
+    'dirty-bitmaps': bitmaps.length > 0 ? bitmaps : undefined,
   };
 }
 

@@ -8,6 +8,7 @@ import { QmpError } from '../../qmp/errors';
 import * as proto from '../common/io-context-protocol';
 import { PERM, PERM_ALL } from '../common/permissions';
 import type { BackendParent, BlockNode } from './block-node';
+import { resizeBitmaps } from './dirty-bitmaps';
 import { drained } from './drain';
 import { attachChild, detachChild, findNode } from './graph';
 
@@ -40,6 +41,7 @@ export async function blockResize(device: string | undefined, nodeName: string |
       const current = d.driver.currentLength?.(d);
       if (current !== undefined) d.length = current;
     }
+    for (const n of [node, ...descendants(node)]) await resizeBitmaps(n);
   } finally {
     await drained([node], () => detachChild(edge));
   }

@@ -13,6 +13,7 @@ import { replaceBackendRoot } from './backend';
 import { WRITE_THRESHOLD_EVENT } from '../common/write-threshold';
 import { setWriteThresholdReporter } from './write-threshold';
 import { contextServices, type IoContextRuntime } from './context-services';
+import { setDirtyBitmaps } from './dirty-tracking';
 import { drainBegin, drainEnd } from './drain';
 import { IoGraph } from './io-graph';
 import { blockStatusNode, discardNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from './request';
@@ -77,6 +78,11 @@ function main(): void {
     const node = graph.get(desc.nodeName);
     node.state = node.driver.attach(desc);
     node.readOnly = desc.readOnly;
+  });
+  channel.onRequest(proto.setDirtyBitmaps, ({ nodeName, bitmaps }) => setDirtyBitmaps(graph.get(nodeName), bitmaps));
+  channel.onRequest(proto.storeBitmaps, async ({ nodeName }) => {
+    const node = graph.get(nodeName);
+    await node.driver.storeBitmaps?.(node);
   });
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));

@@ -29,6 +29,8 @@ export interface IoDriver<S = unknown> {
   flush?(node: IoNode<S>): Promise<void>;
   /** Absent: everything is allocated data. */
   blockStatus?(node: IoNode<S>, offset: number, bytes: number): Promise<BlockStatus>;
+  /** Writes the node's persistent dirty bitmaps to the image (formats that store them). */
+  storeBitmaps?(node: IoNode<S>): Promise<void>;
   /** Absent: the node cannot be resized. Returns the new length. */
   truncate?(node: IoNode<S>, length: number, exact: boolean, preallocation: string): Promise<number>;
 }

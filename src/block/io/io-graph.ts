@@ -4,6 +4,7 @@
  * loop, which sends them inside drained sections.
  */
 import type { ChildLink, IoNodeDescriptor } from '../common/node-descriptor';
+import { setDirtyBitmaps } from './dirty-tracking';
 import { ioDrivers } from './driver-table';
 import { IoNode } from './io-node';
 import { flushNode } from './request';
@@ -22,6 +23,7 @@ export class IoGraph {
     const driver = ioDrivers.get(desc.driver);
     if (!driver) throw new Error(`no I/O driver ${desc.driver}`);
     const node = new IoNode(desc, driver);
+    setDirtyBitmaps(node, desc.dirtyBitmaps);
     this.nodes.set(node.name, node);
     this.link(node, desc.children);
   }

@@ -4,6 +4,7 @@
  * changes it, through messages, inside drained sections.
  */
 import type { IoNodeDescriptor } from '../common/node-descriptor';
+import type { SharedDirtyBitmap } from '../common/shared-dirty-bitmap';
 import type { IoDriver } from './driver-io';
 
 export class IoNode<S = unknown> {
@@ -28,6 +29,8 @@ export class IoNode<S = unknown> {
   quiesce = 0;
   /** Drain waiters, woken when inFlight drops to zero. */
   idleWaiters: Array<() => void> = [];
+  /** The dirty bitmaps writes to this node mark (`dirty-tracking.ts`). */
+  dirtyBitmaps: SharedDirtyBitmap[] = [];
 
   constructor(desc: IoNodeDescriptor, driver: IoDriver<S>) {
     this.name = desc.nodeName;

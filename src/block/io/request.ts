@@ -7,6 +7,7 @@
  * drained sections can wait for them.
  */
 import { IoError, STATUS, type BlockStatus, type WriteFlags, type ZeroFlags } from '../common/io-types';
+import { markDirty } from './dirty-tracking';
 import type { IoNode } from './io-node';
 import { RangeLocks } from './range-locks';
 import { checkWriteThreshold } from './write-threshold';
@@ -157,6 +158,7 @@ async function writeData(node: IoNode, offset: number, buf: Buffer, flags: Write
       await readModifyWrite(node, offset, buf.length, flags, (bounce, at) => buf.copy(bounce, at));
     }
   } finally {
+    markDirty(node, offset, buf.length);
     end(node);
   }
 }
@@ -215,6 +217,7 @@ async function writeZeroesData(node: IoNode, offset: number, bytes: number, flag
     }
     await writeZeroBuffers(node, offset, bytes, flags);
   } finally {
+    markDirty(node, offset, bytes);
     end(node);
   }
 }
@@ -233,10 +236,11 @@ export async function discardNode(node: IoNode, offset: number, bytes: number): 
   checkRange(node, offset, bytes);
   if (bytes === 0 || node.discardMode !== 'unmap' || !node.driver.discard) return;
   // Discard is a hint: shrink to the aligned part rather than read-modify-write.
+  // Dirty tracking covers the whole request, as in QEMU, even the parts too small to pass down.
   const a = node.requestAlignment;
   const start = alignUp(offset, a);
   const stop = alignDown(offset + bytes, a);
-  if (stop <= start) return;
+  if (stop <= start) return markDirty(node, offset, bytes);
   const discard = node.driver.discard.bind(node.driver);
   const op = async (): Promise<void> => {
     checkWriteThreshold(node, start, stop - start);
@@ -244,6 +248,7 @@ export async function discardNode(node: IoNode, offset: number, bytes: number): 
     try {
       await discard(node, start, stop - start);
     } finally {
+      markDirty(node, offset, bytes);
       end(node);
     }
   };

@@ -8,6 +8,7 @@
  *
  * Plain data and atomics only: both worlds import this file.
  */
+import type { SharedDirtyBitmapState } from '../../block/common/shared-dirty-bitmap';
 import { notificationType, requestType } from '../../common/channel';
 
 /** Int32 slots of the control block. */
@@ -163,10 +164,14 @@ export interface BackupRunParams {
   kind: 'backup';
   source: string;
   target: string;
-  sync: 'full' | 'top' | 'none';
+  sync: 'full' | 'top' | 'none' | 'bitmap';
   clusterSize: number;
   /** Write the target's clusters compressed. */
   compress: boolean;
+  /** sync=bitmap: the frozen bitmap whose dirty clusters are copied. */
+  syncBitmap?: SharedDirtyBitmapState;
+  /** With a bitmap: where the run leaves the clusters it did not copy. */
+  remaining?: SharedDirtyBitmapState;
   onSourceError: OnError;
   onTargetError: OnError;
 }

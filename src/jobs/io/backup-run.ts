@@ -8,6 +8,7 @@
  */
 import type { Channel } from '../../common/channel';
 import { STATUS } from '../../block/common/io-types';
+import { SharedDirtyBitmap } from '../../block/common/shared-dirty-bitmap';
 import { DirtyBitmap } from '../../block/io/dirty-bitmap';
 import type { IoNode } from '../../block/io/io-node';
 import { blockStatusNode, flushNode } from '../../block/io/request';
@@ -40,12 +41,35 @@ export class BackupRun extends RunBase {
   ) {
     super(id, control, channel, params.onSourceError, params.onTargetError);
     this.toCopy = new DirtyBitmap(source.length, params.clusterSize);
-    // Until the loop has looked at allocation, every cluster counts as old data to keep.
-    this.toCopy.setAll();
-    this.total = source.length;
+    if (params.syncBitmap) {
+      this.total = this.copyOnlyDirty(SharedDirtyBitmap.from(params.syncBitmap));
+    } else {
+      // Until the loop has looked at allocation, every cluster counts as old data to keep.
+      this.toCopy.setAll();
+      this.total = source.length;
+    }
     this.pool = new BufferPool(Math.max(MAX_COPY_REQUEST, params.clusterSize));
     this.removeNotifier = addWriteNotifier(source, { before: (offset, bytes) => this.beforeWrite(offset, bytes) });
     this.updateProgress();
+  }
+
+  /** sync=bitmap: only the clusters holding a dirty chunk of the bitmap are old data to copy; returns their bytes. */
+  private copyOnlyDirty(bitmap: SharedDirtyBitmap): number {
+    for (let c = bitmap.nextDirty(0); c >= 0; ) {
+      const end = bitmap.nextClean(c);
+      this.toCopy.set(c * bitmap.granularity, Math.min((end - c) * bitmap.granularity, this.source.length - c * bitmap.granularity));
+      c = end < bitmap.chunks ? bitmap.nextDirty(end) : -1;
+    }
+    return this.toCopy.count;
+  }
+
+  /** Hands the clusters not copied (nor being copied) to the control half, for bitmap-mode=always. */
+  private reportRemaining(): void {
+    if (!this.params.remaining) return;
+    const out = SharedDirtyBitmap.from(this.params.remaining);
+    const c = this.params.clusterSize;
+    for (let i = this.toCopy.nextDirty(0); i >= 0; i = this.toCopy.nextDirty(i + 1)) out.mark(i * c, c);
+    for (const i of this.copying.keys()) out.mark(i * c, c);
   }
 
   private updateProgress(): void {
@@ -182,6 +206,7 @@ export class BackupRun extends RunBase {
       return { ended: 'done' };
     } finally {
       await Promise.allSettled([...this.loopOps]);
+      this.reportRemaining();
       this.control.setBusy(false);
     }
   }

@@ -4,6 +4,8 @@
  * Pure code: no I/O, no global state.
  */
 
+import type { StoredBitmap } from '../../common/shared-dirty-bitmap';
+
 export const QCOW2_MAGIC = 0x514649fb;
 
 /** Byte offsets of the header fields (all big-endian). */
@@ -236,6 +238,8 @@ export interface Qcow2State {
   backingFilename?: string;
   backingFormat?: string;
   extensions: Array<{ type: number; length: number }>;
+  /** Persistent bitmaps found at open, until the GS half adopts them. */
+  storedBitmaps?: StoredBitmap[];
 }
 
 /** What the I/O half reports to the GS half through an `io.event` notification. */

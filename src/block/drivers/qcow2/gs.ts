@@ -36,6 +36,7 @@ import { createQcow2, createQcow2File } from './create';
 import { headerWithBacking } from './backing-header';
 import * as proto from '../../common/io-context-protocol';
 import { IoError } from '../../common/io-types';
+import { loadStoredBitmaps } from './gs-bitmaps';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -201,6 +202,12 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     if (backingFilename !== undefined && backingFilename !== '') st.backingFilename = backingFilename;
     if (fmtExt) st.backingFormat = Buffer.from(fmtExt.data).toString('utf8');
     await openBacking(ctx, options, file, st);
+    try {
+      st.storedBitmaps = await loadStoredBitmaps(ctx, file, h, exts);
+    } catch (err) {
+      if (err instanceof Qcow2FormatError) throw QmpError.generic(err.message);
+      throw err;
+    }
     return { state: st, length: h.size, requestAlignment: file.requestAlignment, readOnly };
   },
 
@@ -246,6 +253,13 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     if (st.backingFilename !== undefined) info.backingFilename = st.backingFilename;
     if (st.backingFormat !== undefined) info.backingFormat = st.backingFormat;
     return info;
+  },
+
+  takeStoredBitmaps(node) {
+    const st = stateOf(node);
+    const found = st.storedBitmaps ?? [];
+    delete st.storedBitmaps;
+    return found;
   },
 
   formatSpecific(node) {

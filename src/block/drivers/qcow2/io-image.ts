@@ -16,6 +16,8 @@
  * cluster whose refcount does not cover it. Every metadata and allocating
  * data write is checked against the known metadata clusters first.
  */
+import { AUTOCLEAR_BITMAPS } from './bitmaps-format';
+import { markBitmapsInUse } from './io-bitmaps';
 import * as zlib from 'node:zlib';
 import { IoError } from '../../common/io-types';
 import type { IoNode } from '../../io/io-node';
@@ -372,9 +374,9 @@ export class Qcow2Image {
     e.needSyncSeq = Math.max(e.needSyncSeq, this.writeSeq);
   }
 
-  /** Writes a header field in place and syncs it. */
+  /** Writes a header field (or other unmapped metadata) in place and syncs it. */
   private async writeHeaderField(offset: number, data: Buffer): Promise<void> {
-    await this.checkOverlap(offset, data.length, KIND.HEADER);
+    await this.checkOverlap(offset, data.length, offset < this.cs ? KIND.HEADER : undefined);
     await this.writeFile(offset, data);
     await this.ensureSynced();
   }
@@ -418,16 +420,29 @@ export class Qcow2Image {
     this.st.dirty = false;
   }
 
-  /** Clears autoclear bits before the first write: qbd maintains none of the structures they vouch for. */
-  async prepareWrite(): Promise<void> {
+  /**
+   * Before the first write: stored bitmaps are marked in use, and autoclear
+   * bits are cleared except the bitmaps one (qbd maintains no other structure
+   * they vouch for). `dropBitmaps` clears that one too: a refcount repair
+   * does not count bitmap clusters, so it must not trust them.
+   */
+  async prepareWrite(dropBitmaps = false): Promise<void> {
     this.checkUsable();
     if (this.writablePrepared) return;
-    if (this.autoclear !== 0n) {
+    const keep = dropBitmaps ? 0n : this.autoclear & AUTOCLEAR_BITMAPS;
+    if (keep) await markBitmapsInUse(this);
+    if (this.autoclear !== keep) {
       const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(keep);
       await this.writeHeaderField(HDR.autoclearFeatures, b);
-      this.autoclear = 0n;
+      this.autoclear = keep;
     }
     this.writablePrepared = true;
+  }
+
+  /** Writes metadata outside the mapped tables (header, bitmap directory) and syncs it. */
+  async writeMetadata(offset: number, buf: Buffer): Promise<void> {
+    await this.writeHeaderField(offset, buf);
   }
 
   // ---- refcounts and allocation ------------------------------------------

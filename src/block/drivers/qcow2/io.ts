@@ -6,6 +6,7 @@
  * discard) hold the cluster-aligned guest range, so two requests never
  * allocate the same cluster at once.
  */
+import { storeBitmaps } from './io-bitmaps';
 import type { Channel } from '../../../common/channel';
 import { IoError, STATUS, type BlockStatus, type WriteFlags, type ZeroFlags } from '../../common/io-types';
 import { ioEvent } from '../../common/io-context-protocol';
@@ -47,7 +48,7 @@ async function ready(node: Node): Promise<Qcow2Image> {
     // A dirty image (lazy refcounts, not closed cleanly) gets its refcounts rebuilt before any use, as the reference does.
     if (s.st.dirty && !node.readOnly) {
       // Autoclear structures (bitmaps) are not counted by the repair: invalidate them first.
-      await img.prepareWrite();
+      await img.prepareWrite(true);
       await repairRefcounts(img);
       sendEvent(REPAIRED_EVENT, node.name, {});
     }
@@ -234,8 +235,18 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
   attach: (desc) => ({ st: desc.state as Qcow2State }),
 
   async detach(node) {
+    // Persistent bitmaps are written at close, with in_use cleared.
+    if (!node.readOnly && !node.state.image?.fatal && (node.state.image || node.dirtyBitmaps.some((b) => b.state.persistent))) {
+      const img = await ready(node);
+      await storeBitmaps(img, node.dirtyBitmaps, true).catch(ignoreIfOutOfService(img));
+    }
     const img = node.state.image;
     if (img && !node.readOnly && !img.fatal && img.hasDirtyMetadata) await img.flushAll().catch(ignoreIfOutOfService(img));
+  },
+
+  async storeBitmaps(node) {
+    const img = await ready(node);
+    await storeBitmaps(img, node.dirtyBitmaps, false);
   },
 
   async read(node, offset, buf) {
