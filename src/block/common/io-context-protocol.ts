@@ -15,6 +15,8 @@ export const detachNode = requestType<{ nodeName: string }, void>('node.detach')
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
 /** Hands the users that entered the graph at node `from` (exports) over to node `to`. */
 export const replaceBackendRoot = requestType<{ from: string; to: string }, void>('node.replace-backend-root');
+/** Gives a protocol node's I/O half a new driver state (a file descriptor reopened read-write). */
+export const replaceState = requestType<{ nodeName: string; state: unknown }, void>('node.replace-state');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
 /** Rebuilds a node's driver state from a new descriptor (a file node reopened read-write or read-only has a new fd). */
 export const reattachState = requestType<IoNodeDescriptor, void>('node.reattach-state');

@@ -50,6 +50,12 @@ export interface GsDriver<S = any> {
   close?(node: BlockNode): Promise<void> | void;
   /** Permissions to take on a child, given what the node's parents take on it. */
   childPerms(node: BlockNode, role: string, perm: number, shared: number): ChildPerms;
+  /**
+   * blockdev-reopen between read-only and read-write, for drivers whose
+   * descriptor depends on it (a file opened O_RDONLY): reopens it, keeps
+   * the image locks, hands the I/O half the new state.
+   */
+  reopenWritable?(node: BlockNode, writable: boolean): Promise<void>;
   /** Called when the node's cumulative permissions change (the file driver updates image locks). */
   setPerms?(node: BlockNode, perm: number, shared: number): void;
   /**

@@ -38,14 +38,15 @@ export function nodeFilename(node: BlockNode): string {
  */
 function backingOverridden(node: BlockNode, backing: BlockNode): boolean {
   const recorded = node.driver.imageInfo?.(node)?.backingFilename;
-  if (recorded === undefined) return true;
-  let resolved = recorded;
+  return recorded === undefined || resolveRecorded(node, recorded) !== nodeFilename(backing);
+}
+
+/** A backing file name as the image records it, made absolute against the image's directory. */
+function resolveRecorded(node: BlockNode, recorded: string): string {
   const file = node.child('file');
-  if (!path.isAbsolute(recorded) && !/^[a-z+]+:/.test(recorded) && file) {
-    const own = file.driver.plainFilename?.(file);
-    if (own !== undefined) resolved = path.join(path.dirname(own), recorded);
-  }
-  return resolved !== nodeFilename(backing);
+  if (path.isAbsolute(recorded) || /^[a-z+]+:/.test(recorded) || !file) return recorded;
+  const own = file.driver.plainFilename?.(file);
+  return own === undefined ? recorded : path.join(path.dirname(own), recorded);
 }
 
 /** The options that define a node's content, children inlined. */
@@ -88,19 +89,18 @@ function imageInfo(node: BlockNode): Record<string, unknown> {
   const backingName = facts?.backingFilename;
   if (backingName !== undefined) {
     image['backing-filename'] = backingName;
-    if (backing) image['full-backing-filename'] = nodeFilename(backing);
+    // The recorded name made absolute, whichever node is attached now.
+    if (backing) image['full-backing-filename'] = resolveRecorded(node, backingName);
     if (facts?.backingFormat !== undefined) image['backing-filename-format'] = facts.backingFormat;
   }
   if (backing) image['backing-image'] = imageInfo(backing);
   return image;
 }
 
-/** The backing file name a query shows: the image's own record, else the backing node's name. */
+/** The backing file name BlockDeviceInfo shows: the attached backing node's, else the image's own record. */
 function backingFileName(node: BlockNode): string | undefined {
-  const recorded = node.driver.imageInfo?.(node)?.backingFilename;
-  if (recorded !== undefined) return recorded;
   const backing = node.child('backing');
-  return backing ? nodeFilename(backing) : undefined;
+  return backing ? nodeFilename(backing) : node.driver.imageInfo?.(node)?.backingFilename;
 }
 
 function backingDepth(node: BlockNode): number {

@@ -68,6 +68,9 @@ function main(): void {
   channel.onRequest(proto.detachNode, ({ nodeName }) => graph.detach(nodeName));
   channel.onRequest(proto.setChildren, ({ nodeName, children }) => graph.setChildren(nodeName, children));
   channel.onRequest(proto.replaceBackendRoot, ({ from, to }) => replaceBackendRoot(graph.get(from), graph.get(to)));
+  channel.onRequest(proto.replaceState, ({ nodeName, state }) => {
+    graph.get(nodeName).state = state;
+  });
   channel.onRequest(proto.updateNode, ({ nodeName, length, readOnly, writeThreshold }) => {
     const node = graph.get(nodeName);
     if (length !== undefined) node.length = length;

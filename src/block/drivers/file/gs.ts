@@ -10,6 +10,7 @@ import { QmpError } from '../../../qmp/errors';
 import { strerror } from '../../../common/errno';
 import { PERM_ALL } from '../../common/permissions';
 import * as native from '../../../native/native';
+import * as proto from '../../common/io-context-protocol';
 import type { FileState } from './common';
 import { applyImageLocks, type HeldLocks } from './image-locks';
 
@@ -89,6 +90,32 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
         fs.closeSync(fd);
         throw err;
       }
+    },
+
+    async reopenWritable(node: BlockNode, writable: boolean) {
+      const st = node.state as FileState;
+      let fd: number;
+      try {
+        fd = openFd(st.filename, writable, st.direct);
+      } catch (err) {
+        throw QmpError.generic(`Could not reopen file: ${strerror((err as NodeJS.ErrnoException).code)}`);
+      }
+      // OFD locks belong to the open file description: move them to the new one.
+      const held = heldLocks.get(node);
+      if (st.locking && held) {
+        applyImageLocks(st.fd, st.filename, held, 0, PERM_ALL);
+        try {
+          heldLocks.set(node, applyImageLocks(fd, st.filename, { perm: 0, unshared: 0 }, held.perm, ~held.unshared & PERM_ALL));
+        } catch (err) {
+          applyImageLocks(st.fd, st.filename, { perm: 0, unshared: 0 }, held.perm, ~held.unshared & PERM_ALL);
+          fs.closeSync(fd);
+          throw err;
+        }
+      }
+      const old = st.fd;
+      node.state = { ...st, fd };
+      await node.ctx.channel.request(proto.replaceState, { nodeName: node.name, state: node.state });
+      fs.closeSync(old);
     },
 
     close(node: BlockNode) {

@@ -926,6 +926,89 @@ export class Qcow2Image {
   // ---- resizing --------------------------------------------------------------
 
   /** Grows the image to `size` bytes: a larger L1 table if needed, then the size field. */
+  /** The L1 entry of table `i` (0 beyond the table). */
+  l1Entry(i: number): bigint {
+    return this.l1[i] ?? 0n;
+  }
+
+  /**
+   * Shrinking, after the cropped clusters were unmapped: L2 tables past the
+   * new size leave the L1 table (entry cleared on disk before their clusters
+   * are freed), the header gets the new size, and the file loses the free
+   * clusters at its end, as QEMU's qcow2_co_truncate does.
+   */
+  async shrink(size: number): Promise<void> {
+    const need = l1EntriesFor(size, this.g);
+    for (let i = need; i < this.l1.length; i++) {
+      const off = Number(this.l1[i]! & OFFSET_MASK);
+      if (!off) continue;
+      await this.setL1Entry(i, 0n);
+      this.meta.delete(off / this.cs);
+      this.l2Cache.drop(off);
+      this.queueFreeCluster(off / this.cs);
+    }
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(size));
+    await this.writeHeaderField(HDR.size, b);
+    this.size = size;
+    await this.flushAll();
+    await this.dropUnusedRefblocks();
+    await this.trimFile();
+  }
+
+  /**
+   * Takes refcount blocks that count nothing but themselves out of the
+   * refcount table (QEMU's qcow2_shrink_reftable), so the file can end
+   * before them. The table entry is on disk before the block's cluster is
+   * free; a block that counts itself goes with its own count.
+   */
+  private async dropUnusedRefblocks(): Promise<void> {
+    const epb = this.g.refcountBlockEntries;
+    const release = await this.allocLock.lock();
+    const freed: number[] = [];
+    try {
+      for (let rt = 1; rt < this.reftable.length; rt++) {
+        const off = this.reftable[rt]!;
+        if (!off) continue;
+        const blk = await this.refCache.get(off);
+        const self = Math.floor(off / this.cs / epb) === rt ? (off / this.cs) % epb : -1;
+        let unused = true;
+        for (let i = 0; i < epb && unused; i++) {
+          const r = getRefcount(blk.buf, i, this.g.refcountOrder);
+          if (r !== 0 && !(i === self && r === 1)) unused = false;
+        }
+        if (!unused) continue;
+        await this.setReftableEntry(rt, 0);
+        this.refCache.drop(off);
+        this.meta.delete(off / this.cs);
+        if (self < 0) freed.push(off / this.cs);
+      }
+      await this.ensureSynced();
+      for (const cluster of freed) {
+        await this.changeRefcount(cluster, -1);
+        if (cluster < this.freeHint) this.freeHint = cluster;
+      }
+    } finally {
+      release();
+    }
+    if (freed.length > 0) await this.flushAll();
+  }
+
+  /** Cuts the file after its last cluster in use; a failure only leaves free space behind. */
+  private async trimFile(): Promise<void> {
+    const release = await this.allocLock.lock();
+    try {
+      let last = -1;
+      for await (const [cluster, refcount] of this.refcounts()) if (refcount > 0) last = cluster;
+      const end = (last + 1) * this.cs;
+      if (last < 0 || end >= this.file.length) return;
+      await truncateNode(this.file, end, false, 'off').catch(() => undefined);
+      if (this.writtenEnd > end) this.writtenEnd = end;
+    } finally {
+      release();
+    }
+  }
+
   async grow(size: number): Promise<void> {
     const need = l1EntriesFor(size, this.g);
     if (need > this.l1.length) {

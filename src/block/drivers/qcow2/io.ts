@@ -174,6 +174,29 @@ async function writeLocked(img: Qcow2Image, offset: number, buf: Buffer): Promis
   }
 }
 
+/**
+ * Unmaps the clusters of [start, end) for a shrink: their entries become 0
+ * and what they referenced is freed. A table that goes away whole and that
+ * an internal snapshot shares keeps its entries: only its own reference drops.
+ */
+async function cropClusters(img: Qcow2Image, start: number, end: number): Promise<void> {
+  const cs = img.cs;
+  for (let pos = start; pos < end; ) {
+    const l1i = Math.floor(pos / img.l2Span);
+    const stop = Math.min(end, (l1i + 1) * img.l2Span);
+    const entry = img.l1Entry(l1i);
+    const wholeTable = pos === l1i * img.l2Span;
+    if (entry & OFFSET_MASK && !(wholeTable && !(entry & OFLAG_COPIED))) {
+      const l2Off = await img.l2ForWrite(l1i);
+      const first = Math.floor(pos / cs) % img.g.l2Entries;
+      const prev = await img.setL2Entries(l2Off, first, new Array<bigint>(Math.ceil((stop - pos) / cs)).fill(0n));
+      for (const old of prev) img.queueFree(old);
+      if (img.freesPending >= FREE_BATCH) await img.applyFrees();
+    }
+    pos = stop;
+  }
+}
+
 async function afterChange(img: Qcow2Image, flags: WriteFlags): Promise<void> {
   if (flags.fua) await img.flushAll();
   else if (img.freesPending >= FREE_BATCH) await img.applyFrees();
@@ -353,10 +376,23 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
     const img = await ready(node);
     if (preallocation !== 'off') throw new IoError('ENOTSUP', `Unsupported preallocation mode '${preallocation}'`);
     if (length % 512 !== 0) throw new IoError('EINVAL', 'The new size must be a multiple of 512');
-    if (length < node.length) throw new IoError('ENOTSUP', 'qcow2 images cannot be shrunk');
     await img.prepareWrite();
     await img.flushAll();
-    await img.grow(length);
+    if (length < node.length) {
+      const start = alignUp(length, img.cs);
+      const end = alignUp(node.length, img.cs);
+      if (end > start) {
+        const release = await lockClusters(img, start, end - start);
+        try {
+          await cropClusters(img, start, end);
+        } finally {
+          release();
+        }
+      }
+      await img.shrink(length);
+    } else {
+      await img.grow(length);
+    }
     return length;
   },
 };
