@@ -11,7 +11,7 @@ import { toolAvailable } from '../helpers/tools';
 import { clientTlsOptions } from '../../src/crypto/tls-options';
 import { loadPsk, loadX509 } from '../../src/objects/tls-creds';
 import { startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
-import { makePki, type TestPki } from './support/pki';
+import { makePki, type TestPki } from '../../bench/pki';
 import { RawClient } from './support/raw-client';
 
 const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon');
