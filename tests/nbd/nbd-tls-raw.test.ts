@@ -10,11 +10,12 @@ import { tempDir, type Flavour } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { clientTlsOptions } from '../../src/crypto/tls-options';
 import { loadPsk, loadX509 } from '../../src/objects/tls-creds';
-import { startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
+import * as path from 'node:path';
+import { run, startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
 import { makePki, type TestPki } from '../../bench/pki';
 import { RawClient } from './support/raw-client';
 
-const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon');
+const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon') && toolAvailable('nbdinfo');
 
 const OPT_LIST = 3;
 const OPT_STARTTLS = 5;
@@ -120,5 +121,18 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
     await qmp.waitEvent('BLOCK_EXPORT_DELETED');
     qmp.close();
     expect(await s.waitClosed(10_000)).toBe(true);
+  });
+
+  it('reads keys.psk at each handshake, as the reference does: a key added later lets its user in', async () => {
+    const carolKey = 'c0ffee'.repeat(8);
+    const carolFile = path.join(root, 'carol.psk');
+    fs.writeFileSync(carolFile, `carol:${carolKey}\n`);
+    const uri = (d: NbdDaemon) => `nbds+unix://carol@/disk?socket=${d.socket}&tls-psk-file=${carolFile}`;
+    const admitted = (d: NbdDaemon) => run('nbdinfo', ['--size', uri(d)]).then(() => true, () => false);
+    expect(await admitted(psk.qsd)).toBe(false);
+    expect(await admitted(psk.qbd)).toBe(false);
+    fs.appendFileSync(path.join(pki.pskServerDir, 'keys.psk'), `carol:${carolKey}\n`);
+    expect(await admitted(psk.qsd)).toBe(true);
+    expect(await admitted(psk.qbd)).toBe(true);
   });
 });
