@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasReference, start, type Started } from './daemons';
 import { printFigures, type Figure } from './report';
-import { CLIENT_DN, makePki, type TestPki } from '../tests/nbd/support/pki';
+import { CLIENT_DN, makePki, type TestPki } from './pki';
 
 type Which = 'qbd' | 'qsd';
 

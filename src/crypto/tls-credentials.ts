@@ -30,10 +30,28 @@ export interface X509Credentials extends CommonCredentials {
 
 export interface PskCredentials extends CommonCredentials {
   type: 'psk';
-  /** keys.psk: the key of each username, as hex. */
+  /** keys.psk as read when the object was created: the key of each username, as hex. */
   keys: Record<string, string>;
+  /**
+   * For a server: keys.psk itself, read again at each handshake as GnuTLS
+   * does, so keys can be changed without a restart (and a file that has
+   * become unreadable refuses every client, as in the reference).
+   */
+  keysFile?: string;
   /** For a client: who it says it is (QEMU's default, `qemu`). */
   username: string;
 }
 
 export type TlsCredentials = X509Credentials | PskCredentials;
+
+/** keys.psk: one `username:hexkey` per line; the first line for a name counts. */
+export function parsePskKeys(text: string): Record<string, string> {
+  const keys: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const user = line.slice(0, colon);
+    if (!(user in keys)) keys[user] = line.slice(colon + 1).trim();
+  }
+  return keys;
+}

@@ -6,7 +6,8 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { PskCredentials, TlsCredentials } from './tls-credentials';
+import * as fs from 'node:fs';
+import { parsePskKeys, type PskCredentials, type TlsCredentials } from './tls-credentials';
 
 /** PSK suites first for PSK credentials: OpenSSL leaves them out unless asked. */
 const PSK_CIPHERS = 'ECDHE-PSK:DHE-PSK:PSK:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
@@ -65,7 +66,15 @@ function buildSecureContext(creds: TlsCredentials): tls.SecureContext {
 }
 
 function pskKey(creds: PskCredentials, username: string): Buffer | null {
-  const hex = creds.keys[username];
+  let keys = creds.keys;
+  if (creds.keysFile !== undefined) {
+    try {
+      keys = parsePskKeys(fs.readFileSync(creds.keysFile, 'latin1'));
+    } catch {
+      return null;
+    }
+  }
+  const hex = keys[username];
   return hex === undefined ? null : Buffer.from(hex, 'hex');
 }
 

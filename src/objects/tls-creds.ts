@@ -11,7 +11,7 @@ import * as tls from 'node:tls';
 import { strerror } from '../common/errno';
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
-import type { PskCredentials, TlsEndpoint, X509Credentials } from '../crypto/tls-credentials';
+import { parsePskKeys, type PskCredentials, type TlsEndpoint, type X509Credentials } from '../crypto/tls-credentials';
 import { certificateInfo, pemBlocks, PURPOSE } from '../crypto/x509-info';
 
 export interface TlsCredsProps {
@@ -161,18 +161,6 @@ export function loadX509(id: string, props: TlsCredsProps): X509Credentials {
   return creds;
 }
 
-/** keys.psk: one `username:hexkey` per line. */
-function parsePskFile(text: string): Record<string, string> {
-  const keys: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const user = line.slice(0, colon);
-    if (!(user in keys)) keys[user] = line.slice(colon + 1).trim();
-  }
-  return keys;
-}
-
 export function loadPsk(id: string, props: TlsCredsProps): PskCredentials {
   assertMainLoop();
   const dir = commonChecks('tls-creds-psk', props);
@@ -183,11 +171,12 @@ export function loadPsk(id: string, props: TlsCredsProps): PskCredentials {
     if (props.username !== undefined) throw QmpError.generic('username should not be set when endpoint=server');
     const dhFile = credsPath(dir, 'dh-params.pem', false);
     const pskFile = credsPath(dir, 'keys.psk', true)!;
-    creds.keys = parsePskFile(read(pskFile)!);
+    creds.keys = parsePskKeys(read(pskFile)!);
+    creds.keysFile = pskFile;
     if (dhFile !== undefined) creds.dhParams = read(dhFile)!;
   } else {
     const pskFile = credsPath(dir, 'keys.psk', true)!;
-    const keys = parsePskFile(read(pskFile)!);
+    const keys = parsePskKeys(read(pskFile)!);
     const key = keys[creds.username];
     if (key === undefined) throw QmpError.generic(`Username ${creds.username} not found in PSK file ${pskFile}`);
     creds.keys = { [creds.username]: key };

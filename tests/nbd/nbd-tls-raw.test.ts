@@ -10,11 +10,12 @@ import { tempDir, type Flavour } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { clientTlsOptions } from '../../src/crypto/tls-options';
 import { loadPsk, loadX509 } from '../../src/objects/tls-creds';
-import { startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
-import { makePki, type TestPki } from './support/pki';
+import * as path from 'node:path';
+import { run, startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
+import { makePki, type TestPki } from '../../bench/pki';
 import { RawClient } from './support/raw-client';
 
-const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon');
+const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon') && toolAvailable('nbdinfo');
 
 const OPT_LIST = 3;
 const OPT_STARTTLS = 5;
@@ -37,12 +38,24 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
   const psk = {} as Record<Flavour, NbdDaemon>;
   let slow: NbdDaemon;
   let iothread: NbdDaemon;
+  const noVerify = {} as Record<Flavour, NbdDaemon>;
+  const plain = {} as Record<Flavour, NbdDaemon>;
 
   beforeAll(async () => {
     root = tempDir('qbd-tls-raw-');
     pki = makePki(root);
     const x509Opts = { before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server`], serverOptions: 'tls-creds=tls0' };
     const pskOpts = { before: ['--object', `tls-creds-psk,id=tls0,dir=${pki.pskServerDir},endpoint=server`], serverOptions: 'tls-creds=tls0' };
+    const noVerifyOpts = {
+      before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server,verify-peer=off`, '--object', 'authz-simple,id=authz0,identity=nobody'],
+      serverOptions: 'tls-creds=tls0,tls-authz=authz0',
+    };
+    [noVerify.qbd, noVerify.qsd, plain.qbd, plain.qsd] = await Promise.all([
+      startNbdDaemon('qbd', noVerifyOpts),
+      startNbdDaemon('qsd', noVerifyOpts),
+      startNbdDaemon('qbd'),
+      startNbdDaemon('qsd'),
+    ]);
     [x509.qbd, x509.qsd, psk.qbd, psk.qsd, slow, iothread] = await Promise.all([
       startNbdDaemon('qbd', x509Opts),
       startNbdDaemon('qsd', x509Opts),
@@ -57,7 +70,7 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
     ]);
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([...Object.values(x509), ...Object.values(psk), slow, iothread].map((d) => d?.stop()));
+    await Promise.all([...Object.values(x509), ...Object.values(psk), ...Object.values(noVerify), ...Object.values(plain), slow, iothread].map((d) => d?.stop()));
     if (root) fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -77,11 +90,19 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
       // STARTTLS once more, inside the session.
       s.sendOption(OPT_STARTTLS);
       const again = await s.optionReply();
-      results[flavour] = { listed, again: `${again.type.toString(16)}:${again.data.toString()}` };
+      s.sendOption(OPT_STARTTLS, Buffer.from('x'));
+      const withPayload = await s.optionReply();
+      results[flavour] = {
+        listed,
+        again: `${again.type.toString(16)}:${again.data.toString()}`,
+        withPayload: `${withPayload.type.toString(16)}:${withPayload.data.toString()}`,
+        // Still negotiating: LIST is answered.
+        after: await list(s),
+      };
       s.close();
     }
     expect(results.qbd).toEqual(results.qsd);
-    expect(results.qbd).toEqual({ listed: ['2:disk', '1:'], again: '80000003:TLS already enabled' });
+    expect(results.qbd).toEqual({ listed: ['2:disk', '1:'], again: '80000003:TLS already enabled', withPayload: "80000003:option 'starttls' has unexpected length", after: ['2:disk', '1:'] });
   });
 
   it('drops plaintext the client sent behind STARTTLS, and the session still starts', async () => {
@@ -120,5 +141,41 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
     await qmp.waitEvent('BLOCK_EXPORT_DELETED');
     qmp.close();
     expect(await s.waitClosed(10_000)).toBe(true);
+  });
+
+  it('reads keys.psk at each handshake, as the reference does: a key added later lets its user in', async () => {
+    const carolKey = 'c0ffee'.repeat(8);
+    const carolFile = path.join(root, 'carol.psk');
+    fs.writeFileSync(carolFile, `carol:${carolKey}\n`);
+    const uri = (d: NbdDaemon) => `nbds+unix://carol@/disk?socket=${d.socket}&tls-psk-file=${carolFile}`;
+    const admitted = (d: NbdDaemon) => run('nbdinfo', ['--size', uri(d)]).then(() => true, () => false);
+    expect(await admitted(psk.qsd)).toBe(false);
+    expect(await admitted(psk.qbd)).toBe(false);
+    fs.appendFileSync(path.join(pki.pskServerDir, 'keys.psk'), `carol:${carolKey}\n`);
+    expect(await admitted(psk.qsd)).toBe(true);
+    expect(await admitted(psk.qbd)).toBe(true);
+  });
+
+  it('with verify-peer=off, asks no certificate and checks no tls-authz, as the reference', async () => {
+    const uri = (d: NbdDaemon) => `nbds+unix:///disk?socket=${d.socket}&tls-certificates=${pki.noCertDir}`;
+    const admitted = (d: NbdDaemon) => run('nbdinfo', ['--size', uri(d)]).then(() => true, () => false);
+    expect(await admitted(noVerify.qsd)).toBe(true);
+    expect(await admitted(noVerify.qbd)).toBe(true);
+  });
+
+  it.each([
+    ['STARTTLS gets ERR_POLICY and negotiation goes on', Buffer.alloc(0)],
+    ['STARTTLS with a payload gets ERR_INVALID and the connection ends', Buffer.from('x')],
+  ])('without TLS credentials, %s, as in the reference', async (_what, data) => {
+    const results: Record<string, unknown> = {};
+    for (const flavour of ['qsd', 'qbd'] as const) {
+      const c = await RawClient.connect(plain[flavour].socket);
+      await c.start();
+      c.sendOption(OPT_STARTTLS, data);
+      const r = await c.optionReply();
+      results[flavour] = { reply: `${r.type.toString(16)}:${r.data.toString()}`, closed: await c.waitClosed(data.length > 0 ? 5000 : 300) };
+      c.close();
+    }
+    expect(results.qbd).toEqual(results.qsd);
   });
 });

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir, type Flavour } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { run, startNbdDaemon, type NbdDaemon } from './support/nbd-daemon';
-import { CLIENT_DN, makePki, type TestPki } from './support/pki';
+import { CLIENT_DN, makePki, type TestPki } from '../../bench/pki';
 import { RawClient } from './support/raw-client';
 
 const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5 };

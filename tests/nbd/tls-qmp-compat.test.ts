@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise, structuralDiff } from '../helpers/compare';
 import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
-import { makePki, type TestPki } from './support/pki';
+import { makePki, type TestPki } from '../../bench/pki';
 
 const ready = toolAvailable('certtool') && toolAvailable('qemu-storage-daemon');
 

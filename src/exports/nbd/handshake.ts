@@ -225,7 +225,8 @@ export class Handshake {
       case OPT.LIST:
         return this.list(data);
       case OPT.STARTTLS:
-        if (data.length !== 0) return this.badStartTls();
+        // Refused, and negotiation goes on: only a server waiting for TLS drops such a client.
+        if (data.length !== 0) return this.error(option, REP.ERR_INVALID, `option '${optionName(option)}' has unexpected length`);
         if (this.tlsActive) return this.error(option, REP.ERR_INVALID, 'TLS already enabled');
         return this.error(option, REP.ERR_POLICY, 'TLS not configured');
       case OPT.INFO:
@@ -244,17 +245,15 @@ export class Handshake {
     }
   }
 
-  /** A client that cannot start TLS correctly is dropped, whether or not the server has TLS. */
-  private badStartTls(): void {
-    this.error(OPT.STARTTLS, REP.ERR_INVALID, `option '${optionName(OPT.STARTTLS)}' has unexpected length`);
-    this.close('STARTTLS with a payload');
-  }
-
   /** FORCEDTLS: the options a client may send before TLS. */
   private beforeTls(option: number, data: Buffer): void {
     switch (option) {
       case OPT.STARTTLS:
-        if (data.length !== 0) return this.badStartTls();
+        if (data.length !== 0) {
+          // A client that cannot start TLS correctly is dropped.
+          this.error(option, REP.ERR_INVALID, `option '${optionName(option)}' has unexpected length`);
+          return this.close('STARTTLS with a payload');
+        }
         this.reply(option, REP.ACK);
         this.state = { name: 'tls-upgrade' };
         this.queue.drain();

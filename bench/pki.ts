@@ -1,8 +1,8 @@
 /**
- * Test certificates made with GnuTLS's certtool, laid out as QEMU and libnbd
- * read them: a directory per party with ca-cert.pem and the party's
- * server-cert.pem/server-key.pem or client-cert.pem/client-key.pem. Also a
- * keys.psk for PSK tests.
+ * Certificates for the TLS benchmark and tests, made with GnuTLS's
+ * certtool, laid out as QEMU and libnbd read them: a directory per party
+ * with ca-cert.pem and the party's server-cert.pem/server-key.pem or
+ * client-cert.pem/client-key.pem. Also keys.psk files for PSK.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
