@@ -74,6 +74,18 @@ const backends: Backend[] = [
     },
   },
   {
+    // The client must keep to the server's limits: 4 KiB alignment, 64 KiB at most per request.
+    name: 'nbdkit memory with strict block size limits',
+    tools: ['nbdkit'],
+    async start(dir) {
+      const server = await startNbdkit(
+        ['--filter=blocksize-policy', 'memory', `size=${SIZE}`, 'blocksize-minimum=4096', 'blocksize-preferred=65536', 'blocksize-maximum=65536', 'blocksize-error-policy=error'],
+        { socket: path.join(dir, 'nbdkit.sock') },
+      );
+      return { server, stop: () => server.stop() };
+    },
+  },
+  {
     name: 'nbdkit file',
     tools: ['nbdkit'],
     async start(dir) {
@@ -154,6 +166,34 @@ for (const backend of backends) {
     });
   });
 }
+
+describe.skipIf(!toolAvailable('qemu-nbd') || !toolAvailable('qemu-io'))('an nbd node moved to an iothread', () => {
+  let dir: string;
+  let server: NbdServer;
+  let qbd: ClientDaemon;
+  beforeAll(async () => {
+    dir = tempDir('qbd-nbdc-iothread-');
+    const image = path.join(dir, 'disk.raw');
+    sparseFile(image, SIZE);
+    await qemuIo(image, ['write -P 0x61 64k 64k']);
+    server = await startQemuNbd(image, { socket: path.join(dir, 'disk.sock') });
+    qbd = await startClientDaemon('qbd', ['--object', 'iothread,id=io0']);
+  });
+  afterAll(async () => {
+    await qbd?.stop();
+    await server?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('connects again from its new I/O context', async () => {
+    await qbd.qmp.cmd('blockdev-add', { driver: 'nbd', 'node-name': 'moved', server: server.address, export: 'exp' });
+    await qbd.qmp.cmd('x-blockdev-set-iothread', { 'node-name': 'moved', iothread: 'io0' });
+    await qbd.qmp.cmd('block-export-add', { type: 'nbd', id: 'em', 'node-name': 'moved', name: 'moved', writable: true, iothread: 'io0' });
+    const uri = `nbd+unix:///moved?socket=${qbd.socket}`;
+    const out = await qemuIo(uri, ['read -P 0x61 64k 64k', 'write -P 0x62 0 4k', 'read -P 0x62 0 4k']);
+    expect(out).not.toMatch(/fail|mismatch/i);
+  });
+});
 
 describe.skipIf(!toolAvailable('qemu-nbd') || !toolAvailable('qemu-io'))('an nbd node on a read-only export', () => {
   let dir: string;

@@ -47,6 +47,7 @@ const STEPS = [
   add('"node-name":"n8","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp"'),
   add('"node-name":"n9","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp","auto-read-only":true'),
   add('"node-name":"n10","server":{"type":"inet","host":"127.0.0.2","port":"$PORT","ipv4":true},"export":"exp","read-only":true,"reconnect-delay":3'),
+  add('"node-name":"n12","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp","read-only":true,"x-dirty-bitmap":"qemu:dirty-bitmap:nope"'),
   add('"node-name":"n11","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp","tls-hostname":"example.org","open-timeout":1'),
   '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r0","file":"n0"}}',
   '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r1","file":{"driver":"nbd","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp"},"read-only":true}}',

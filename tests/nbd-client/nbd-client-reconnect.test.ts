@@ -115,4 +115,16 @@ describe.skipIf(!toolAvailable('qemu-nbd') || !toolAvailable('qemu-io') || !pyth
     const out = await qemuIo(uri, ['write -P 0x45 0 64k', 'read -P 0x45 0 64k']);
     expect(out).not.toMatch(/failed|mismatch/);
   });
+
+  it('with open-timeout, waits at blockdev-add for a server that is not up yet', async () => {
+    await server?.stop();
+    server = undefined;
+    fs.rmSync(sock(), { force: true });
+    const adding = qbd.qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': 'late', server: { type: 'unix', path: sock() }, export: 'exp', 'open-timeout': 30 });
+    await new Promise((r) => setTimeout(r, 1500));
+    server = await startQemuNbd(image, { socket: sock() });
+    expect(await adding).toEqual({ return: {} });
+    const uri = await qbd.reexport('late');
+    expect(await qemuIo(uri, ['read -P 0x45 0 64k'])).not.toMatch(/failed|mismatch/);
+  });
 });
