@@ -34,8 +34,8 @@ function random(seed: number): () => number {
 
 interface ChainSpec {
   layers: number;
-  /** 'sparse': a few random extents per layer; 'full': every layer written everywhere. */
-  fill: 'sparse' | 'full';
+  /** 'sparse': a few random extents per layer; 'full': every layer written everywhere; 'full-base': the base only. */
+  fill: 'sparse' | 'full' | 'full-base';
   rawBase?: boolean;
   seed: number;
 }
@@ -51,7 +51,7 @@ function makeChain(dir: string, spec: ChainSpec): string[] {
     if (i > 0) args.push('-b', files[i - 1]!, '-F', i === 1 && spec.rawBase ? 'raw' : 'qcow2');
     execFileSync('qemu-img', [...args, file, String(SIZE)]);
     const cmds: string[] = [];
-    if (spec.fill === 'full') {
+    if (spec.fill === 'full' || (spec.fill === 'full-base' && i === 0)) {
       cmds.push(`write -P ${0x10 + i} 0 ${SIZE}`);
       // Holes punched into the full layer: zero clusters above data below.
       cmds.push(`write -z ${Math.floor(rnd() * 100) * 64 * 1024} 128k`);
@@ -219,6 +219,33 @@ describe.skipIf(!haveTools && !process.env.CI)('block-stream and block-commit on
       expect(sameContent(files[2]!, flat)).toBe(true);
       files.forEach(checkClean);
     }
+  });
+
+  it('keeps every write a client makes while the stream copies into the same image', async () => {
+    const { dir, files, flat } = newCase({ layers: 3, fill: 'full-base', seed: 91 });
+    const sock = path.join(dir, 'nbd.sock');
+    const rnd = random(92);
+    const writes: string[] = [];
+    for (let k = 0; k < 40; k++) {
+      const off = Math.floor(rnd() * (SIZE / 512 - 256)) * 512;
+      const len = (1 + Math.floor(rnd() * 256)) * 512;
+      writes.push(`aio_write -P ${k + 100} ${off} ${len}`);
+    }
+    await withDaemon('qbd', dir, files[2]!, async (c) => {
+      await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: sock } } });
+      await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'top', writable: true });
+      // Slow enough that the writes meet the copies.
+      await c.cmd('block-stream', { 'job-id': 's', device: 'top', speed: 4 * MiB });
+      const io = spawnSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', w, '-c', 'sleep 20']), '-c', 'aio_flush', `nbd+unix:///top?socket=${sock}`], { encoding: 'utf8' });
+      expect(io.status, io.stderr).toBe(0);
+      await waitJobGone(c, 's');
+      expect(c.events.find((e: any) => e.event === 'BLOCK_JOB_COMPLETED').data.error).toBeUndefined();
+    });
+    // What the image must show: the chain's content with the client's writes on top.
+    execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', w.replace('aio_write', 'write')]), flat], { stdio: 'ignore' });
+    expect(chainOf(files[2]!)).toEqual(['l2.qcow2']);
+    expect(sameContent(files[2]!, flat)).toBe(true);
+    files.forEach(checkClean);
   });
 
   it('change-backing-file rewrites the name an image records and keeps it clean', async () => {
