@@ -2,7 +2,9 @@
  * Block job benchmarks, qbd beside qemu-storage-daemon in the same run, on
  * the same files: mirror of a 1 GiB fully allocated raw image, mirror of a
  * 4 GiB sparse raw image holding 256 MiB of data, backup of a 1 GiB raw
- * image; and the latency of query-jobs while a job runs. Each figure is the
+ * image; block-stream, intermediate block-commit and active block-commit on
+ * a three-layer qcow2 chain (1 GiB, data in every layer; fresh copies of the
+ * same files for every run); and the latency of query-jobs while a job runs. Each figure is the
  * median of the runs, daemons taking turns. Run by hand:
  * `npm run build && node dist/bench/jobs.js [runs]`.
  */
@@ -69,6 +71,64 @@ async function runJob(which: Which, src: string, dst: string, kind: 'mirror' | '
   }
 }
 
+type ChainJob = 'stream' | 'commit' | 'active commit';
+const CHAIN = ['base.qcow2', 'mid.qcow2', 'top.qcow2'];
+
+/** base (512 MiB of data), mid and top (256 MiB each, partly over the layers below), 1 GiB each. */
+function makeChain(dir: string): void {
+  for (const [i, name] of CHAIN.entries()) {
+    const file = path.join(dir, name);
+    const backing = i > 0 ? ['-b', path.join(dir, CHAIN[i - 1]!), '-F', 'qcow2'] : [];
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...backing, file, String(GiB)]);
+    const writes = Array.from({ length: 16 }, (_, k) => [k * 64 * MiB + i * 8 * MiB, i === 0 ? 32 * MiB : 16 * MiB] as [number, number]);
+    const args = writes.flatMap(([off, len], k) => ['-c', `write -P ${k + 1 + i * 20} ${off} ${len}`]);
+    execFileSync('qemu-io', ['-f', 'qcow2', ...args, file], { stdio: 'ignore' });
+  }
+}
+
+/** Runs a commit or stream on a fresh copy of the chain in `template` and times it to the job's end. */
+async function runChainJob(which: Which, template: string, work: string, kind: ChainJob): Promise<number> {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work);
+  const flat = path.join(work, 'flat.raw');
+  // Copies keep the backing names, so each layer is copied into place and relinked.
+  for (const name of CHAIN) execFileSync('cp', ['--sparse=always', path.join(template, name), path.join(work, name)]);
+  for (const [i, name] of CHAIN.entries()) {
+    if (i > 0) execFileSync('qemu-img', ['rebase', '-u', '-q', '-b', path.join(work, CHAIN[i - 1]!), '-F', 'qcow2', path.join(work, name)]);
+  }
+  execFileSync('qemu-img', ['convert', '-O', 'raw', path.join(work, 'top.qcow2'), flat]);
+  const d = await start(which);
+  const c = await BenchClient.connect(d.qmp);
+  let seconds = 0;
+  try {
+    await c.cmd('qmp_capabilities');
+    await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: path.join(work, 'top.qcow2') } });
+    const nodes = (await c.cmd('query-named-block-nodes')) as Array<{ 'node-name': string; drv: string; file: string }>;
+    const node = (name: string) => nodes.find((n) => n.drv === 'qcow2' && path.basename(n.file) === name)!['node-name'];
+    const t0 = performance.now();
+    if (kind === 'stream') await c.cmd('block-stream', { 'job-id': 'j', device: 'top' });
+    else if (kind === 'commit') await c.cmd('block-commit', { 'job-id': 'j', device: 'top', 'top-node': node('mid.qcow2') });
+    else await c.cmd('block-commit', { 'job-id': 'j', device: 'top' });
+    let completed = false;
+    for (;;) {
+      const jobs = (await c.cmd('query-jobs')) as Array<{ status: string }>;
+      if (jobs.length === 0) break;
+      if (jobs[0]!.status === 'ready' && !completed) {
+        completed = true;
+        await c.cmd('job-complete', { id: 'j' });
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    seconds = (performance.now() - t0) / 1000;
+  } finally {
+    c.close();
+    await d.stop();
+  }
+  // The result must still show what the chain showed.
+  execFileSync('qemu-img', ['compare', '-q', '-F', 'raw', path.join(work, kind === 'active commit' ? 'base.qcow2' : 'top.qcow2'), flat]);
+  return seconds;
+}
+
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 2);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-bench-jobs-'));
@@ -99,6 +159,17 @@ async function main(): Promise<void> {
           latency[which].push(...res.latencies);
         }
       }
+      figures.push({ name, unit: 's', qbd: median(times.qbd), qsd: reference ? median(times.qsd) : undefined, lowerIsBetter: true });
+    }
+    const template = path.join(dir, 'chain');
+    fs.mkdirSync(template);
+    makeChain(template);
+    for (const kind of ['stream', 'commit', 'active commit'] as const) {
+      const times: Record<Which, number[]> = { qbd: [], qsd: [] };
+      for (let r = 0; r < runs; r++) {
+        for (const which of daemons) times[which].push(await runChainJob(which, template, path.join(dir, 'work'), kind));
+      }
+      const name = kind === 'stream' ? 'block-stream, 3-layer qcow2 chain, 1 GiB' : kind === 'commit' ? 'block-commit mid into base, 3-layer qcow2 chain' : 'block-commit active layer into base (to READY + complete)';
       figures.push({ name, unit: 's', qbd: median(times.qbd), qsd: reference ? median(times.qsd) : undefined, lowerIsBetter: true });
     }
     const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)] ?? 0;

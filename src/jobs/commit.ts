@@ -13,7 +13,7 @@ import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
 import { PERM, PERM_ALL } from '../block/common/permissions';
 import type { BackendParent, BlockNode } from '../block/global-state/block-node';
-import { chainBase, chainContains, findBackingImage, overlayOf, rewriteBackingFile, skipFilters } from '../block/global-state/backing-file';
+import { chainBase, chainContains, findBackingImage, isRootNode, overlayOf, rewriteBackingFile, skipFilters } from '../block/global-state/backing-file';
 import { closeIfUnused, nodeBusyReason } from '../block/global-state/blockdev';
 import { attachChild, findNode, requireNode } from '../block/global-state/graph';
 import { nodeFilename } from '../block/global-state/node-info';
@@ -50,6 +50,7 @@ export async function startCommit(args: CommitArgs): Promise<void> {
   const bs = findNode(args.device);
   // Looked up first, with its own error class: management tools probe for live commit with it.
   if (!bs) throw new QmpError('DeviceNotFound', `Device '${args.device}' not found`);
+  if (!isRootNode(bs)) throw QmpError.generic('Need a root block node');
   notBusy(bs);
 
   let top: BlockNode | undefined = bs;
@@ -121,7 +122,6 @@ async function startActiveCommit(args: CommitArgs, top: BlockNode, base: BlockNo
 
 async function startIntermediateCommit(args: CommitArgs, bs: BlockNode, top: BlockNode, base: BlockNode): Promise<void> {
   if (skipFilters(top) === skipFilters(base)) throw QmpError.generic('Invalid files for merge: top and base are the same');
-  checkFilterName(args['filter-node-name']);
   const committed = chainBetween(top, base);
   const params: ChainCopyRunParams = {
     kind: 'commit',
@@ -166,6 +166,8 @@ async function startIntermediateCommit(args: CommitArgs, bs: BlockNode, top: Blo
   try {
     bj.setSpeed(args.speed ?? 0);
     wasReadOnly = await setNodeReadOnly(base, false);
+    // The job exists when the filter is created, as in QEMU: a bad filter name shows as created, then null.
+    checkFilterName(args['filter-node-name']);
     filter = await insertFilter({ name: args['filter-node-name'], driver: commitTopGs, source: top, sourceRole: 'backing', others: [] }, [...committed, base], () =>
       bj.withEdges(async () => {
         bj.addEdge(bs, 'main node', 0, PERM_ALL);

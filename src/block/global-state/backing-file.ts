@@ -35,6 +35,11 @@ export function chainBase(node: BlockNode): BlockNode {
   return n;
 }
 
+/** Whether only BlockBackends (the monitor's, exports') use `node` (QEMU's bdrv_is_root_node). */
+export function isRootNode(node: BlockNode): boolean {
+  return node.parents.every((e) => e.parent.kind === 'backend' && e.parent.graphType !== 'block-job');
+}
+
 /** Skips filters downwards (QEMU's bdrv_skip_filters). */
 export function skipFilters(node: BlockNode): BlockNode {
   let n = node;

@@ -87,12 +87,13 @@ export class ChainCopyRun extends RunBase {
         if (this.hardCancelled) return { ended: 'cancelled' };
         this.control.setBusy(true);
         let n: number;
+        let copied = false;
         try {
           const st = await onSide('source', blockStatusNode(this.source, offset, Math.min(CHUNK, len - offset)));
           n = st.bytes;
           if (this.wanted(st)) {
-            if (!(await this.limiter.take(n))) continue;
             await this.copy(offset, n);
+            copied = true;
           }
         } catch (err) {
           const outcome = await this.onCopyError(err);
@@ -107,6 +108,9 @@ export class ChainCopyRun extends RunBase {
         }
         offset += n;
         this.control.setProgress(offset, len);
+        // As QEMU's loops: the time a copy costs is waited after it, so the first copy starts at once.
+        // A cancel or pause that came meanwhile must not wait out the sleep.
+        if (copied && !this.hardCancelled && !this.control.pauseRequested) await this.limiter.take(n);
       }
       await onSide('target', flushNode(this.target));
     } finally {

@@ -2,7 +2,7 @@
 import { defineCommand } from '../command';
 import { QmpError } from '../errors';
 import { strerror } from '../../common/errno';
-import { chainBase, chainContains, rewriteBackingFile } from '../../block/global-state/backing-file';
+import { chainBase, chainContains, isRootNode, rewriteBackingFile } from '../../block/global-state/backing-file';
 import { nodeBusyReason } from '../../block/global-state/blockdev';
 import { findNode, requireNode } from '../../block/global-state/graph';
 import type { BlockNode } from '../../block/global-state/block-node';
@@ -11,8 +11,7 @@ import type { BlockNode } from '../../block/global-state/block-node';
 function rootNode(name: string): BlockNode {
   const node = findNode(name);
   if (!node) throw QmpError.generic(`Cannot find device='${name}' nor node-name='${name}'`);
-  const isRoot = node.parents.every((e) => e.parent.kind === 'backend' && e.parent.graphType !== 'block-job');
-  if (!isRoot) throw QmpError.generic('Need a root block node');
+  if (!isRootNode(node)) throw QmpError.generic('Need a root block node');
   return node;
 }
 
