@@ -5,7 +5,7 @@
  * read-only. A client writes through an export of the copy-before-write
  * node; the fleecing export must still read the source as it was.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir } from '../helpers/daemons';
@@ -69,4 +69,44 @@ describe.skipIf(!haveTools)('image fleecing with copy-before-write and snapshot-
       execFileSync('qemu-img', ['check', '-q', `${dir}/tmp.qcow2`]);
     });
   }
+
+  for (const mode of ['break-guest-write', 'break-snapshot'] as const) {
+    it(`on-cbw-error=${mode}: a failed copy fails what the reference fails`, async () => {
+      const outcome: Record<string, { write: boolean; snapshot: boolean }> = {};
+      for (const flavour of ['qsd', 'qbd'] as const) {
+        const dir = tempDir(`qbd-cbw-error-${flavour}-`);
+        dirs.push(dir);
+        const src = `${dir}/src.raw`;
+        run('qemu-img', ['create', '-q', '-f', 'raw', src, String(2 * MiB)]);
+        run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x11 0 2M', src]);
+        run('qemu-img', ['create', '-q', '-f', 'raw', `${dir}/tgt.raw`, String(8 * MiB)]);
+        // The target window starts past the file size limit: every copy fails with EFBIG.
+        const d = await startDaemon(flavour, [], { dir, fileSizeLimitKiB: 4096 });
+        try {
+          const c = await d.client();
+          await c.cmd('blockdev-add', { driver: 'raw', 'node-name': 'src', file: { driver: 'file', filename: src } });
+          await c.cmd('blockdev-add', { driver: 'raw', 'node-name': 'tgt', offset: 6 * MiB, size: 2 * MiB, file: { driver: 'file', filename: `${dir}/tgt.raw` } });
+          await c.cmd('blockdev-add', { driver: 'copy-before-write', 'node-name': 'cbw', file: 'src', target: 'tgt', 'on-cbw-error': mode });
+          await c.cmd('blockdev-add', { driver: 'snapshot-access', 'node-name': 'fleece', file: 'cbw' });
+          await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: `${dir}/nbd.sock` } } });
+          await c.cmd('block-export-add', { type: 'nbd', id: 'live', 'node-name': 'cbw', writable: true });
+          await c.cmd('block-export-add', { type: 'nbd', id: 'fleece', 'node-name': 'fleece' });
+          const ok = (args: string[]) => !/error|failed/i.test(spawnText('qemu-io', args));
+          const write = ok(['-f', 'raw', '-c', 'write -P 0x33 0 64k', `nbd+unix:///cbw?socket=${dir}/nbd.sock`]);
+          const snapshot = ok(['-f', 'raw', '-r', '-c', 'read -P 0x11 0 64k', `nbd+unix:///fleece?socket=${dir}/nbd.sock`]);
+          outcome[flavour] = { write, snapshot };
+          c.close();
+        } finally {
+          await d.stop();
+        }
+      }
+      expect(outcome.qbd).toEqual(outcome.qsd);
+      expect(outcome.qbd).toEqual(mode === 'break-guest-write' ? { write: false, snapshot: true } : { write: true, snapshot: false });
+    });
+  }
 });
+
+function spawnText(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return `${r.stdout}${r.stderr}`;
+}
