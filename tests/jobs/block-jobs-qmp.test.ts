@@ -216,13 +216,16 @@ describe.skipIf(!haveTools)('block jobs against qemu-storage-daemon 7.2', () => 
       const sock = path.join(dir, 'nbd.sock');
       await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: sock } } });
       await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'src', writable: true });
+      const write = (writes: string[]) =>
+        execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', w]), `nbd+unix:///src?socket=${sock}`], { stdio: 'ignore' });
+      // One job at a time: the reference refuses a mirror of a node under a backup's filter.
       await c.cmd('blockdev-backup', { 'job-id': 'b', device: 'src', target: 'bdst', sync: 'full', speed: 16 * MiB });
+      write(['write -P 0x55 1M 2M', 'write -P 0x66 40M 1M', 'write -z 20M 1M']);
+      await c.waitEvent('BLOCK_JOB_COMPLETED', 20_000);
       await c.cmd('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'mdst', sync: 'full' });
-      const writes = ['write -P 0x55 1M 2M', 'write -P 0x66 40M 1M', 'write -z 20M 1M', 'write -P 0x77 63M 64k', 'discard 8M 1M'];
-      execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', w]), `nbd+unix:///src?socket=${sock}`], { stdio: 'ignore' });
+      write(['write -P 0x77 63M 64k', 'discard 8M 1M']);
       await c.waitEvent('BLOCK_JOB_READY', 20_000);
       await c.cmd('job-complete', { id: 'm' });
-      await c.waitEvent('BLOCK_JOB_COMPLETED', 20_000);
       await c.waitEvent('BLOCK_JOB_COMPLETED', 20_000);
       await c.cmd('block-export-del', { id: 'e' });
     } finally {

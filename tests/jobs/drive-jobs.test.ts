@@ -118,4 +118,30 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
     for (const job of ['d1', 'd2']) expect(eventsOf(r.qbd.t.events, job)).toEqual(eventsOf(r.qsd.t.events, job));
   });
+
+  for (const sync of ['top'] as const) {
+    it(`drive-mirror sync=${sync}: after the pivot an export of the source reads the same data through the new image`, async () => {
+      const r = await both(chain, async ({ t, c, dir }: Session) => {
+        await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: `${dir}/top.qcow2` } });
+        await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: `${dir}/nbd.sock` } } });
+        await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'top', writable: true });
+        const uri = `nbd+unix:///top?socket=${dir}/nbd.sock`;
+        execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, `${dir}/before.raw`]);
+        await t.run('drive-mirror', { 'job-id': 'm', device: 'top', target: `${dir}/new.qcow2`, sync });
+        // Written while the job runs: must reach the new image too.
+        execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 9 5M 64k', uri], { stdio: 'ignore' });
+        execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 9 5M 64k', `${dir}/before.raw`], { stdio: 'ignore' });
+        await t.until('BLOCK_JOB_READY');
+        await t.run('block-job-complete', { device: 'm' });
+        await t.until('BLOCK_JOB_COMPLETED');
+        execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, `${dir}/after.raw`]);
+        expect(same(`${dir}/before.raw`, `${dir}/after.raw`)).toBe(true);
+        await c.cmd('block-export-del', { id: 'e' });
+        const backing = info(`${dir}/new.qcow2`).backing as string;
+        expect(backing.replace(dir, 'DIR')).toBe('DIR/base.qcow2');
+        expect(clean(`${dir}/new.qcow2`)).toBe(true);
+      });
+      expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
+    });
+  }
 });
