@@ -24,7 +24,7 @@ export async function prepareDriveBackup(args: DriveBackupArgs): Promise<BlockJo
   } else if (sync === 'none') {
     backingOf = source;
   }
-  const target = await openDriveTarget(args, source, backingOf);
+  const target = await openDriveTarget(args, source, backingOf, false);
   try {
     return await prepareBackup({ ...args, sync, target: target.name }, () => closeDriveTarget(target));
   } catch (err) {

@@ -1,8 +1,9 @@
 /**
  * drive-mirror: blockdev-mirror to an image given by filename, created
  * first unless mode is `existing`. The source must be a root node. sync=top
- * without a backing file becomes full; the new image of sync top/none gets
- * the source's backing file (top) or the source (none) as backing file.
+ * without a backing file becomes full; the new image of sync=top gets the
+ * source's backing file as backing file, and its backing node reads through
+ * to it. sync=none is refused.
  * The target stays open after a pivot (it took the source's place) and
  * closes otherwise.
  */
@@ -26,9 +27,10 @@ export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
     backingOf = source.child('backing');
     if (!backingOf) sync = 'full';
   } else if (sync === 'none') {
-    backingOf = source;
+    // The new image would need the source as backing node from the pivot on, which qbd cannot attach yet.
+    throw QmpError.generic(`drive-mirror with sync 'none' is not supported`);
   }
-  const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, sync === 'full' ? undefined : backingOf);
+  const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, backingOf, true);
   const { 'node-name': _n, format: _f, mode: _m, ...rest } = args;
   try {
     await startMirror({ ...rest, sync, target: target.name }, undefined, () => closeDriveTarget(target));

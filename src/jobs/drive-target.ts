@@ -34,9 +34,11 @@ function formatNode(node: BlockNode): BlockNode {
 /**
  * Creates (mode absolute-paths) and opens the target. `backingOf` is the
  * node whose image becomes the new image's backing file (sync top/none),
- * or undefined for a standalone image.
+ * or undefined for a standalone image. With `readsThrough` (drive-mirror)
+ * the target opens with that node as its backing node, so what the job
+ * does not copy reads through, also after the pivot.
  */
-export async function openDriveTarget(args: DriveTargetArgs, source: BlockNode, backingOf: BlockNode | undefined): Promise<BlockNode> {
+export async function openDriveTarget(args: DriveTargetArgs, source: BlockNode, backingOf: BlockNode | undefined, readsThrough: boolean): Promise<BlockNode> {
   assertMainLoop();
   const mode = args.mode ?? 'absolute-paths';
   const sourceFormat = formatNode(source).driver.descriptor.name;
@@ -56,8 +58,10 @@ export async function openDriveTarget(args: DriveTargetArgs, source: BlockNode, 
   if (args.nodeName !== undefined) options['node-name'] = args.nodeName;
   if (format === 'raw' || format === 'qcow2') options.file = { driver: 'file', filename: args.target };
   else options.filename = args.target;
-  // The job writes the target only; its backing file stays closed, as QEMU opens it with no backing.
-  if (format === 'qcow2') options.backing = null;
+  if (format === 'qcow2' && backingOf) {
+    // A mirror's target reads what is not copied through its backing node, the open one; a backup's target is only written.
+    options.backing = readsThrough ? backingOf.name : null;
+  }
   return openImplicitNode(options);
 }
 

@@ -9,6 +9,10 @@
  * on-*-error=stop) add up, and the job leaves `paused`/`standby` only when
  * the count drops to zero. A job whose run ends while it is paused waits
  * for its resume before it completes, as a QEMU job parked at a pause point.
+ *
+ * Completion goes through the job's group (`JobGroup`, QEMU's JobTxn): a
+ * group of one unless a grouped transaction put jobs together; members
+ * finalize together and abort together.
  */
 import { assertMainLoop } from '../common/thread-context';
 import { log } from '../common/log';
@@ -67,9 +71,15 @@ export class Job {
   hooks: JobEventHooks = {};
   /** The jobs that complete with this one (QEMU's JobTxn); alone unless a grouped transaction made it. */
   group: JobGroup = new JobGroup(this);
+  /** The run (and any pause it ended in) is over; the group may not have finalized the job yet. */
+  runEnded = false;
+  /** Set once the group has begun this job's commit or abort. */
+  finalizing = false;
   private pauseCount = 0;
   private resumeWaiters: Array<() => void> = [];
-  started = false;
+  private hasStarted = false;
+  private announceRunEnd: () => void = () => undefined;
+  private readonly runEnd = new Promise<void>((resolve) => (this.announceRunEnd = resolve));
 
   constructor(
     readonly id: string,
@@ -80,6 +90,11 @@ export class Job {
 
   get type(): string {
     return this.driver.type;
+  }
+
+  /** Whether `start` ran (QEMU's job_started). */
+  get started(): boolean {
+    return this.hasStarted;
   }
 
   get paused(): boolean {
@@ -124,7 +139,7 @@ export class Job {
   start(): void {
     assertMainLoop();
     if (this.status === 'undefined') this.transition('created');
-    this.started = true;
+    this.hasStarted = true;
     this.transition('running');
     void this.runToEnd();
   }
@@ -203,18 +218,10 @@ export class Job {
     }
   }
 
-  /** The run (and any pause it ended in) is over; the group may have finalized the job already. */
-  runEnded = false;
-  private announceRunEnd: () => void = () => undefined;
-  private readonly runEnd = new Promise<void>((resolve) => (this.announceRunEnd = resolve));
-
   /** Resolves once the run is over (at once for a job that never started). */
   whenRunEnded(): Promise<void> {
     return this.started ? this.runEnd : Promise.resolve();
   }
-
-  /** Set once the group has begun this job's commit or abort. */
-  finalizing = false;
 
   /** `waiting`, then `pending` once the whole group waits (called by the group). */
   enterWaiting(): void {
@@ -283,7 +290,7 @@ export class Job {
     this.onGone(this);
   }
 
-  /** Asks the job to stop (QEMU's job_cancel_async); returns whether the cancel is hard. */
+  /** Asks the job to stop (QEMU's job_cancel_async); the driver says whether the cancel is hard. */
   requestCancel(force: boolean): void {
     const hard = this.driver.cancel ? this.driver.cancel(this, force) : true;
     if (this.userPaused) {
@@ -404,7 +411,7 @@ export class JobGroup {
   /** job-finalize of a member, or the automatic finalize: every member commits (or aborts), then concludes. */
   async finalize(): Promise<void> {
     assertMainLoop();
-    for (const m of this.newestFirst()) await m.finalizeSingle();
+    for (const m of this.newestFirst()) await finalizeLogged(m);
   }
 
   /** `cause` failed or was cancelled: the other members are cancelled, waited for, and all abort. */
@@ -415,7 +422,16 @@ export class JobGroup {
     for (const m of this.members) if (m !== cause && !m.finalizing) m.requestCancel(true);
     for (const m of this.newestFirst()) {
       await m.whenRunEnded();
-      await m.finalizeSingle();
+      await finalizeLogged(m);
     }
+  }
+}
+
+/** One member's failure to finalize must not leave the others unfinalized. */
+async function finalizeLogged(job: Job): Promise<void> {
+  try {
+    await job.finalizeSingle();
+  } catch (err) {
+    log.error({ job: job.id, err: (err as Error).message }, 'job finalization failed');
   }
 }

@@ -39,17 +39,26 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'c
   }
 }
 
+/** Resource limits a test puts on the daemon. */
+export interface DaemonLimits {
+  /**
+   * RLIMIT_FSIZE in KiB: writes past it fail with EFBIG (SIGXFSZ ignored),
+   * a target error that needs no special device.
+   */
+  fileSizeLimitKiB?: number;
+}
+
 /** Starts a daemon with a QMP monitor on `<dir>/qmp.sock` plus `extra` arguments. */
-export async function startDaemon(flavour: Flavour, extra: string[] = [], opts: { dir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+export async function startDaemon(flavour: Flavour, extra: string[] = [], opts: { dir?: string; env?: NodeJS.ProcessEnv } & DaemonLimits = {}): Promise<RunningDaemon> {
   const dir = opts.dir ?? tempDir();
   const qmpPath = path.join(dir, 'qmp.sock');
   // The pidfile is written once every socket listens: the daemon's readiness signal.
   const ready = path.join(dir, `${flavour}-ready.pid`);
   const args = [`--chardev`, `socket,id=qmp0,path=${qmpPath},server=on,wait=off`, `--monitor`, `chardev=qmp0`, '--pidfile', ready, ...extra];
-  const proc =
-    flavour === 'qbd'
-      ? spawn(process.execPath, [QBD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
-      : spawn('qemu-storage-daemon', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const argv = flavour === 'qbd' ? [process.execPath, QBD, ...args] : ['qemu-storage-daemon', ...args];
+  // An ignored signal stays ignored across exec, so the limit gives EFBIG rather than a kill.
+  const limited = opts.fileSizeLimitKiB === undefined ? argv : ['bash', '-c', `trap '' XFSZ; ulimit -f ${opts.fileSizeLimitKiB}; exec "$@"`, 'limit', ...argv];
+  const proc = spawn(limited[0]!, limited.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
   let exited = false;

@@ -103,3 +103,60 @@ describe('a job', () => {
     expect(() => createJob('bad id', driver(async () => undefined), { autoFinalize: true, autoDismiss: true })).toThrow("Invalid job ID 'bad id'");
   });
 });
+
+describe('a job group', () => {
+  it('keeps members in waiting until all have run, then pending and finalized together, newest first', async () => {
+    const { JobGroup } = await import('../../src/jobs/job');
+    const ev = recordEvents();
+    let release!: () => void;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    const order: string[] = [];
+    const g = new JobGroup();
+    const a = createJob('ga', driver(async () => undefined, { commit: () => void order.push('commit ga') }), { autoFinalize: true, autoDismiss: true });
+    const b = createJob('gb', driver(() => slow, { commit: () => void order.push('commit gb') }), { autoFinalize: true, autoDismiss: true });
+    g.add(a);
+    g.add(b);
+    a.start();
+    b.start();
+    await until(() => a.status === 'waiting');
+    expect(b.status).toBe('running');
+    release();
+    await until(() => a.status === 'null' && b.status === 'null');
+    expect(ev.statuses('ga')).toEqual(['created', 'running', 'waiting', 'pending', 'concluded', 'null']);
+    expect(ev.statuses('gb')).toEqual(['created', 'running', 'waiting', 'pending', 'concluded', 'null']);
+    expect(order).toEqual(['commit gb', 'commit ga']);
+    ev.stop();
+  });
+
+  it('cancels the other members when one fails, and aborts all of them', async () => {
+    const { JobGroup } = await import('../../src/jobs/job');
+    const ev = recordEvents();
+    const aborted: string[] = [];
+    const g = new JobGroup();
+    const waitForCancel = (j: Job) => until(() => j.isCancelled);
+    const a = createJob('fa', driver(waitForCancel, { abort: () => void aborted.push('fa') }), { autoFinalize: true, autoDismiss: true });
+    const b = createJob('fb', driver(async () => Promise.reject(new Error('boom')), { abort: () => void aborted.push('fb') }), { autoFinalize: true, autoDismiss: true });
+    g.add(a);
+    g.add(b);
+    a.start();
+    b.start();
+    await until(() => a.status === 'null' && b.status === 'null');
+    expect(b.error).toBe('boom');
+    expect(a.error).toBe('Operation canceled');
+    expect(aborted).toEqual(['fb', 'fa']);
+    expect(ev.statuses('fb')).toEqual(['created', 'running', 'aborting', 'concluded', 'null']);
+    expect(ev.statuses('fa')).toEqual(['created', 'running', 'aborting', 'concluded', 'null']);
+    ev.stop();
+  });
+
+  it('aborts a job that never started without running it', async () => {
+    const ev = recordEvents();
+    let ran = false;
+    const j = createJob('never', driver(async () => void (ran = true)), { autoFinalize: true, autoDismiss: true });
+    j.create();
+    await j.abortUnstarted();
+    expect(ran).toBe(false);
+    expect(ev.statuses('never')).toEqual(['created', 'aborting', 'concluded', 'null']);
+    ev.stop();
+  });
+});
