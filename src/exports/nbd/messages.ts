@@ -2,6 +2,7 @@
  * The messages between the main loop's NBD server and the NBD service of
  * I/O contexts. Plain data only: these cross the thread boundary.
  */
+import type { SharedDirtyBitmapState } from '../../block/common/shared-dirty-bitmap';
 import { notificationType, requestType } from '../../common/channel';
 
 export type NbdListenAddress =
@@ -32,6 +33,14 @@ export interface NbdExportEntry {
   size: number;
   minBlock: number;
   maxTransfer: number;
+  /** Dirty bitmaps offered as meta contexts, in the order given (ids 2, 3, …). */
+  bitmaps: NbdExportBitmap[];
+}
+
+/** A dirty bitmap an export offers: its context name and its bits (shared memory). */
+export interface NbdExportBitmap {
+  context: string;
+  bits: SharedDirtyBitmapState;
 }
 
 /** What negotiation decided, handed to the context that serves the transmission phase. */
