@@ -5,6 +5,7 @@
  * reference takes), added and removed inside drained sections; its data
  * path lives in the node's I/O context.
  */
+import { ExportBitmaps } from './export-bitmaps';
 import { assertMainLoop } from '../common/thread-context';
 import { log } from '../common/log';
 import { QmpError } from '../qmp/errors';
@@ -45,6 +46,8 @@ class BlockExport implements BackendParent {
   readonly serial = nextSerial++;
   edge: BdrvChild | undefined;
   shuttingDown = false;
+  /** The dirty bitmaps it offers, busy until it goes. */
+  bitmaps: ExportBitmaps | undefined;
   constructor(
     readonly id: string,
     private readonly openedOn: BlockNode,
@@ -106,10 +109,7 @@ export async function blockExportAdd(opts: BlockExportOptions): Promise<void> {
   const description = opts.description ?? '';
   if (Buffer.byteLength(description) > MAX_STRING) throw QmpError.generic(`description '${description}' too long`);
   if (registry.some((e) => e.entry.name === name && !e.shuttingDown)) throw QmpError.generic(`NBD server already has export named '${name}'`);
-  for (const b of opts.bitmaps ?? []) {
-    // No node has dirty bitmaps yet, so none can be found.
-    throw QmpError.generic(`Bitmap '${typeof b === 'string' ? b : b.name}' is not found`);
-  }
+  const bitmaps = ExportBitmaps.resolve(node, opts.bitmaps ?? [], writable);
 
   const entry: msg.NbdExportEntry = {
     id: opts.id,
@@ -124,8 +124,10 @@ export async function blockExportAdd(opts: BlockExportOptions): Promise<void> {
     size: node.length,
     minBlock: node.requestAlignment,
     maxTransfer: node.maxTransfer,
+    bitmaps: bitmaps.entries,
   };
   const exp = new BlockExport(opts.id, node, entry);
+  exp.bitmaps = bitmaps;
   const perm = PERM.CONSISTENT_READ | (writable ? PERM.WRITE : 0);
   const shared = PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED;
   await drained([node], () => {
@@ -137,6 +139,7 @@ export async function blockExportAdd(opts: BlockExportOptions): Promise<void> {
     await releaseNode(exp);
     throw err;
   }
+  bitmaps.hold();
   registry.push(exp);
 }
 
@@ -157,6 +160,7 @@ async function removeExport(exp: BlockExport): Promise<void> {
     await ctx.channel.request(msg.nbdExportRemove, { name: exp.entry.name }).catch((err: Error) => log.error({ export: exp.id, err: err.message }, 'export removal failed'));
   }
   await releaseNode(exp);
+  exp.bitmaps?.release();
   const i = registry.indexOf(exp);
   if (i >= 0) registry.splice(i, 1);
   emitEvent('BLOCK_EXPORT_DELETED', { id: exp.id });

@@ -86,7 +86,7 @@ describe('RequestParser', () => {
 describe('Handshake', () => {
   const entry: NbdExportEntry = {
     id: 'e0', name: 'disk', description: 'd', nodeName: 'disk', home: 'default', writable: true, writethrough: false,
-    allocationDepth: true, multiConn: true, size: 1 << 20, minBlock: 1, maxTransfer: 0,
+    allocationDepth: true, multiConn: true, size: 1 << 20, minBlock: 1, maxTransfer: 0, bitmaps: [],
   };
   const directory: ExportDirectory = {
     find: (name) => (name === 'disk' ? entry : undefined),

@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import { STATUS } from '../../block/common/io-types';
 import type { IoBackend } from '../../block/io/backend';
+import { dirtyBitmapExtents } from './bitmap-extents';
 import type { NbdExportEntry, NegotiatedState } from './messages';
 import {
   CMD,
@@ -338,6 +339,11 @@ export class TransmissionConnection {
     const one = (req.flags & CMD_FLAG.REQ_ONE) !== 0;
     const replies: Array<{ id: number; extents: Array<[number, number]> }> = [];
     for (const [name, id] of contexts) {
+      const bitmap = this.exp.entry.bitmaps.find((b) => b.context === name);
+      if (bitmap) {
+        replies.push({ id, extents: dirtyBitmapExtents(bitmap.bits, req.offset, req.length, one ? 1 : MAX_EXTENTS) });
+        continue;
+      }
       const extents: Array<[number, number]> = [];
       const end = req.offset + req.length;
       for (let pos = req.offset; pos < end && extents.length < MAX_EXTENTS; ) {

@@ -89,6 +89,7 @@ function optionName(option: number): string {
 function contextsOf(entry: NbdExportEntry): Array<[string, number]> {
   const out: Array<[string, number]> = [[META_BASE_ALLOCATION, 0]];
   if (entry.allocationDepth) out.push([META_ALLOCATION_DEPTH, 1]);
+  entry.bitmaps.forEach((b, i) => out.push([b.context, 2 + i]));
   return out;
 }
 

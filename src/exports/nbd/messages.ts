@@ -3,6 +3,7 @@
  * I/O contexts. Plain data only: these cross the thread boundary.
  */
 import type { MessagePort } from 'node:worker_threads';
+import type { SharedDirtyBitmapState } from '../../block/common/shared-dirty-bitmap';
 import { notificationType, requestType } from '../../common/channel';
 import type { TlsCredentials } from '../../crypto/tls-credentials';
 
@@ -36,6 +37,14 @@ export interface NbdExportEntry {
   size: number;
   minBlock: number;
   maxTransfer: number;
+  /** Dirty bitmaps offered as meta contexts, in the order given (ids 2, 3, …). */
+  bitmaps: NbdExportBitmap[];
+}
+
+/** A dirty bitmap an export offers: its context name and its bits (shared memory). */
+export interface NbdExportBitmap {
+  context: string;
+  bits: SharedDirtyBitmapState;
 }
 
 /** What negotiation decided, handed to the context that serves the transmission phase. */
