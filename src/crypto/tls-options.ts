@@ -37,6 +37,40 @@ export function tlsVersionRange(priority: string | undefined): { minVersion: Ver
   return { minVersion: list[0]!, maxVersion: list[list.length - 1]! };
 }
 
+/** GnuTLS's priority keywords, and the names its `+`, `-` and `!` modifiers take. */
+const PRIORITY_BASES = new Set(['PERFORMANCE', 'NORMAL', 'LEGACY', 'PFS', 'SECURE', 'SECURE128', 'SECURE192', 'SECURE256', 'SUITEB128', 'SUITEB192', 'NONE']);
+const PRIORITY_NAMES = new Set([
+  // Ciphers.
+  'AES-128-GCM', 'AES-256-GCM', 'AES-128-CCM', 'AES-256-CCM', 'AES-128-CCM-8', 'AES-256-CCM-8', 'AES-128-CBC', 'AES-256-CBC',
+  'CHACHA20-POLY1305', 'CAMELLIA-128-GCM', 'CAMELLIA-256-GCM', 'CAMELLIA-128-CBC', 'CAMELLIA-256-CBC', '3DES-CBC', 'ARCFOUR-128',
+  'GOST28147-TC26Z-CNT', 'NULL', 'CIPHER-ALL', 'CIPHER-GOST-ALL',
+  // MACs.
+  'SHA1', 'SHA256', 'SHA384', 'AEAD', 'MD5', 'GOST28147-TC26Z-IMIT', 'MAC-ALL', 'MAC-GOST-ALL',
+  // Key exchange.
+  'RSA', 'DHE-RSA', 'ECDHE-RSA', 'ECDHE-ECDSA', 'DHE-DSS', 'PSK', 'DHE-PSK', 'ECDHE-PSK', 'RSA-PSK', 'ANON-DH', 'ANON-ECDH',
+  'SRP', 'SRP-RSA', 'SRP-DSS', 'VKO-GOST-12', 'KX-ALL', 'KX-GOST-ALL',
+  // Others.
+  'COMP-NULL', 'COMP-DEFLATE', 'COMP-ALL', 'CTYPE-X509', 'CTYPE-RAWPK', 'CTYPE-ALL', 'CTYPE-CLI-X509', 'CTYPE-SRV-X509',
+  'CTYPE-CLI-RAWPK', 'CTYPE-SRV-RAWPK', 'CTYPE-CLI-ALL', 'CTYPE-SRV-ALL',
+]);
+const PRIORITY_FAMILIES = /^(VERS-(ALL|TLS-ALL|DTLS-ALL|SSL3\.0|TLS1\.[0-3]|DTLS0\.9|DTLS1\.[02])|GROUP-[A-Z0-9-]+|CURVE-[A-Z0-9-]+|SIGN-[A-Z0-9-]+)$/;
+
+/**
+ * Whether GnuTLS would take the priority string. The reference checks it
+ * when a session starts ("Cannot set default TLS session priority …"), so a
+ * bad one fails every handshake; qbd refuses the same strings.
+ */
+export function priorityValid(priority: string | undefined): boolean {
+  if (priority === undefined) return true;
+  const [base, ...rest] = priority.split(':');
+  if (!base || !(PRIORITY_BASES.has(base) || base.startsWith('@'))) return false;
+  return rest.every((token) => {
+    if (token.startsWith('%')) return /^%[A-Z0-9_]+$/.test(token);
+    const m = /^[-+!](.+)$/.exec(token);
+    return m !== null && (PRIORITY_NAMES.has(m[1]!) || PRIORITY_BASES.has(m[1]!) || PRIORITY_FAMILIES.test(m[1]!));
+  });
+}
+
 /** Built once per credentials object: parsing certificates and keys for every connection would be wasted work. */
 const contexts = new WeakMap<TlsCredentials, tls.SecureContext>();
 
@@ -50,6 +84,7 @@ export function secureContextOf(creds: TlsCredentials): tls.SecureContext {
 }
 
 function buildSecureContext(creds: TlsCredentials): tls.SecureContext {
+  if (!priorityValid(creds.priority)) throw new Error(`Cannot set default TLS session priority ${creds.priority}: The request is invalid.`);
   const opts: tls.SecureContextOptions = { ...tlsVersionRange(creds.priority) };
   if (creds.dhParams !== undefined && creds.endpoint === 'server') opts.dhparam = creds.dhParams;
   if (creds.type === 'x509') {

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir, type Flavour } from '../helpers/daemons';
+import { tempDir, waitFor, type Flavour } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { clientTlsOptions } from '../../src/crypto/tls-options';
 import { loadPsk, loadX509 } from '../../src/objects/tls-creds';
@@ -40,6 +40,7 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
   let iothread: NbdDaemon;
   const noVerify = {} as Record<Flavour, NbdDaemon>;
   const plain = {} as Record<Flavour, NbdDaemon>;
+  const badPriority = {} as Record<Flavour, NbdDaemon>;
 
   beforeAll(async () => {
     root = tempDir('qbd-tls-raw-');
@@ -50,11 +51,14 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
       before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server,verify-peer=off`, '--object', 'authz-simple,id=authz0,identity=nobody'],
       serverOptions: 'tls-creds=tls0,tls-authz=authz0',
     };
-    [noVerify.qbd, noVerify.qsd, plain.qbd, plain.qsd] = await Promise.all([
+    const badPriorityOpts = { before: ['--object', `tls-creds-x509,id=tls0,dir=${pki.serverDir},endpoint=server,priority=NORMAL:+BOGUS`], serverOptions: 'tls-creds=tls0' };
+    [noVerify.qbd, noVerify.qsd, plain.qbd, plain.qsd, badPriority.qbd, badPriority.qsd] = await Promise.all([
       startNbdDaemon('qbd', noVerifyOpts),
       startNbdDaemon('qsd', noVerifyOpts),
       startNbdDaemon('qbd'),
       startNbdDaemon('qsd'),
+      startNbdDaemon('qbd', badPriorityOpts),
+      startNbdDaemon('qsd', badPriorityOpts),
     ]);
     [x509.qbd, x509.qsd, psk.qbd, psk.qsd, slow, iothread] = await Promise.all([
       startNbdDaemon('qbd', x509Opts),
@@ -70,7 +74,7 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
     ]);
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([...Object.values(x509), ...Object.values(psk), ...Object.values(noVerify), ...Object.values(plain), slow, iothread].map((d) => d?.stop()));
+    await Promise.all([...Object.values(x509), ...Object.values(psk), ...Object.values(noVerify), ...Object.values(plain), ...Object.values(badPriority), slow, iothread].map((d) => d?.stop()));
     if (root) fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -177,5 +181,13 @@ describe.skipIf(!ready)('raw clients inside TLS sessions', () => {
       c.close();
     }
     expect(results.qbd).toEqual(results.qsd);
+  });
+
+  it('accepts a priority string GnuTLS refuses when the object is made, and then fails every handshake, as the reference', async () => {
+    const uri = (d: NbdDaemon) => `nbds+unix:///disk?socket=${d.socket}&tls-certificates=${pki.clientDir}`;
+    const admitted = (d: NbdDaemon) => run('nbdinfo', ['--size', uri(d)]).then(() => true, () => false);
+    expect(await admitted(badPriority.qsd)).toBe(false);
+    expect(await admitted(badPriority.qbd)).toBe(false);
+    await waitFor(() => badPriority.qbd.daemon.stderr().includes('Cannot set default TLS session priority NORMAL:+BOGUS'), 5000, 'the log line');
   });
 });

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { authzAllows, globToRegExp } from '../../src/crypto/authz';
-import { tlsVersionRange } from '../../src/crypto/tls-options';
+import { priorityValid, tlsVersionRange } from '../../src/crypto/tls-options';
 import { certificateInfo } from '../../src/crypto/x509-info';
 import { tempDir } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
@@ -56,6 +56,13 @@ describe('GnuTLS priority strings', () => {
     expect(tlsVersionRange('NORMAL:-VERS-TLS1.3')).toEqual({ minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
     expect(tlsVersionRange('NORMAL:-VERS-ALL:+VERS-TLS1.3')).toEqual({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     expect(tlsVersionRange('NORMAL:-VERS-ALL')).toEqual({ minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3' });
+  });
+
+  it('refuses what GnuTLS refuses, and takes what it takes', () => {
+    for (const ok of [undefined, 'NORMAL', '@SYSTEM', 'NORMAL:-VERS-TLS1.3', 'SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.2:%COMPAT', 'NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK', 'NONE:+VERS-TLS1.3:+AES-256-GCM:+AEAD:+GROUP-X25519:+SIGN-ALL:+CTYPE-X509']) {
+      expect(priorityValid(ok), ok).toBe(true);
+    }
+    for (const bad of ['BOGUS', 'NORMAL:+BOGUS', 'NORMAL:VERS-TLS1.2', '', 'NORMAL:%bad']) expect(priorityValid(bad), bad).toBe(false);
   });
 });
 
