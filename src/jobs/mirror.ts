@@ -31,8 +31,14 @@ export interface MirrorArgs extends CommonJobArgs {
 const DEFAULT_GRANULARITY = 64 * 1024;
 const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
 
-/** `afterClean` runs once the job's graph changes are undone (drive-mirror closes its target). */
-export async function startMirror(args: MirrorArgs, afterClean?: () => Promise<void>): Promise<void> {
+/** What drive-mirror adds: the target is a new image (reads as zeros), and closes after the job. */
+export interface MirrorTargetFacts {
+  targetIsNew?: boolean;
+  /** Runs once the job's graph changes are undone. */
+  afterClean?: () => Promise<void>;
+}
+
+export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {}): Promise<void> {
   assertMainLoop();
   const source = lookupNode(args.device);
   // The reference mirrors only nodes without node parents (qmp_get_root_bs).
@@ -71,6 +77,7 @@ export async function startMirror(args: MirrorArgs, afterClean?: () => Promise<v
     bufSize: Math.max(args['buf-size'] || DEFAULT_BUF_SIZE, granularity || DEFAULT_GRANULARITY),
     copyMode: args['copy-mode'] ?? 'background',
     unmap: args.unmap ?? true,
+    allocatedOnly: facts.targetIsNew,
     onSourceError: (args['on-source-error'] ?? 'report') as OnError,
     onTargetError: (args['on-target-error'] ?? 'report') as OnError,
   };
@@ -92,7 +99,7 @@ export async function startMirror(args: MirrorArgs, afterClean?: () => Promise<v
       },
       async clean(b) {
         if (filter) await finish(b, false);
-        await afterClean?.();
+        await facts.afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },

@@ -86,9 +86,16 @@ export class MirrorRun extends RunBase {
     this.control.setProgress(this.copied, this.copied + this.bytesInFlight + this.bitmap.count);
   }
 
-  /** Marks what the sync mode copies: everything (full), what the top layer holds (top), nothing (none). */
+  /** Marks what the sync mode copies: everything (full; into a new image what the chain holds), what the top layer holds (top), nothing (none). */
   private async initialDirty(): Promise<void> {
-    if (this.params.sync === 'full') {
+    if (this.params.sync === 'full' && this.params.allocatedOnly) {
+      for (let at = 0; at < this.source.length; ) {
+        const st = await blockStatusNode(this.source, at, this.source.length - at);
+        // Allocated in the node or anywhere below it in the chain.
+        if (st.status & STATUS.ALLOCATED || (st.depth ?? 0) > 0) this.bitmap.set(at, st.bytes);
+        at += st.bytes;
+      }
+    } else if (this.params.sync === 'full') {
       this.bitmap.setAll();
     } else if (this.params.sync === 'top') {
       for (let at = 0; at < this.source.length; ) {
