@@ -108,10 +108,12 @@ async function startActiveCommit(args: CommitArgs, top: BlockNode, base: BlockNo
         'auto-dismiss': args['auto-dismiss'],
       },
       {
-        intermediates: chainBetween(top, base).slice(1),
-        baseDepth: depthOf(top, base),
-        // As QEMU: a base made writable for the job goes back to read-only only when the job does not complete.
-        restoreBase: wasReadOnly ? async () => void (await setNodeReadOnly(base, true)) : undefined,
+        commit: {
+          intermediates: chainBetween(top, base).slice(1),
+          baseDepth: depthOf(top, base),
+          // As QEMU: a base made writable for the job goes back to read-only only when the job does not complete.
+          restoreBase: wasReadOnly ? async () => void (await setNodeReadOnly(base, true)) : undefined,
+        },
       },
     );
   } catch (err) {

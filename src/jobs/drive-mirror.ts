@@ -33,7 +33,7 @@ export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
   const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, backingOf, true);
   const { 'node-name': _n, format: _f, mode: _m, ...rest } = args;
   try {
-    await startMirror({ ...rest, sync, target: target.name }, undefined, () => closeDriveTarget(target));
+    await startMirror({ ...rest, sync, target: target.name }, { targetIsNew: (args.mode ?? 'absolute-paths') !== 'existing', afterClean: () => closeDriveTarget(target) });
   } catch (err) {
     await closeDriveTarget(target);
     throw err;

@@ -41,8 +41,17 @@ export interface ActiveCommitSetup {
 const DEFAULT_GRANULARITY = 64 * 1024;
 const DEFAULT_BUF_SIZE = 16 * 1024 * 1024;
 
-/** `afterClean` runs once the job's graph changes are undone (drive-mirror closes its target). */
-export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup, afterClean?: () => Promise<void>): Promise<void> {
+/** What drive-mirror and active commit add: a new target image (reads as zeros) that closes after the job; the commit's setup. */
+export interface MirrorTargetFacts {
+  targetIsNew?: boolean;
+  /** Set when the mirror is an active block-commit. */
+  commit?: ActiveCommitSetup;
+  /** Runs once the job's graph changes are undone. */
+  afterClean?: () => Promise<void>;
+}
+
+export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {}): Promise<void> {
+  const commit = facts.commit;
   assertMainLoop();
   const source = lookupNode(args.device);
   // The reference mirrors only nodes without node parents (qmp_get_root_bs).
@@ -81,6 +90,7 @@ export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup, 
     bufSize: Math.max(args['buf-size'] || DEFAULT_BUF_SIZE, granularity || DEFAULT_GRANULARITY),
     copyMode: args['copy-mode'] ?? 'background',
     unmap: args.unmap ?? true,
+    allocatedOnly: facts.targetIsNew,
     onSourceError: (args['on-source-error'] ?? 'report') as OnError,
     onTargetError: (args['on-target-error'] ?? 'report') as OnError,
     baseDepth: commit?.baseDepth,
@@ -105,7 +115,7 @@ export async function startMirror(args: MirrorArgs, commit?: ActiveCommitSetup, 
       async clean(b) {
         if (filter) await finish(b, false);
         if (!pivoted) await commit?.restoreBase?.();
-        await afterClean?.();
+        await facts.afterClean?.();
       },
     },
     { autoFinalize: args['auto-finalize'] ?? true, autoDismiss: args['auto-dismiss'] ?? true },

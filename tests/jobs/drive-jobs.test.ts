@@ -99,7 +99,7 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
     });
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
     expect(results.qbd).toEqual(results.qsd);
-    for (const job of ['b1', 'b2', 'b3', 'b4', 'b5', 'm2']) expect(eventsOf(r.qbd.t.events, job), job).toEqual(eventsOf(r.qsd.t.events, job));
+    for (const job of ['b1', 'b2', 'b3', 'b4', 'b5', 'm1', 'm2']) expect(eventsOf(r.qbd.t.events, job), job).toEqual(eventsOf(r.qsd.t.events, job));
   });
 
   it('drive-backup works as a transaction action', async () => {

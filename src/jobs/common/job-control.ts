@@ -154,6 +154,8 @@ export interface MirrorRunParams {
   bufSize: number;
   copyMode: 'background' | 'write-blocking';
   unmap: boolean;
+  /** sync=full into an image known to read as zeros (a new one): only what the source's chain allocates is copied. */
+  allocatedOnly?: boolean;
   onSourceError: OnError;
   onTargetError: OnError;
   /** Active commit: only what lies above the base, chain depth 1 up to this (exclusive), starts dirty. */

@@ -10,7 +10,7 @@
  * before it completes, so the job converges under any write load.
  */
 import type { Channel } from '../../common/channel';
-import { STATUS } from '../../block/common/io-types';
+import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import { DirtyBitmap } from '../../block/io/dirty-bitmap';
 import type { IoNode } from '../../block/io/io-node';
 import { blockStatusNode, flushNode, writeNode, writeZeroesNode } from '../../block/io/request';
@@ -86,21 +86,23 @@ export class MirrorRun extends RunBase {
     this.control.setProgress(this.copied, this.copied + this.bytesInFlight + this.bitmap.count);
   }
 
-  /** Marks what the sync mode copies: everything (full), what the top layer holds (top), nothing (none). */
+  /**
+   * Marks what the job copies first: for an active commit what lies above
+   * the base; for sync=full everything (into a new image, what the chain
+   * holds); for top what the top layer holds; for none nothing.
+   */
   private async initialDirty(): Promise<void> {
-    const baseDepth = this.params.baseDepth;
-    if (baseDepth !== undefined) {
+    const { sync, baseDepth, allocatedOnly } = this.params;
+    let copies: ((st: BlockStatus) => boolean) | undefined;
+    if (baseDepth !== undefined) copies = (st) => st.depth !== undefined && st.depth >= 1 && st.depth < baseDepth;
+    // Allocated in the node or anywhere below it in the chain.
+    else if (sync === 'full' && allocatedOnly) copies = (st) => (st.status & STATUS.ALLOCATED) !== 0 || (st.depth ?? 0) > 0;
+    else if (sync === 'full') this.bitmap.setAll();
+    else if (sync === 'top') copies = (st) => (st.status & STATUS.ALLOCATED) !== 0;
+    if (copies) {
       for (let at = 0; at < this.source.length; ) {
         const st = await blockStatusNode(this.source, at, this.source.length - at);
-        if (st.depth !== undefined && st.depth >= 1 && st.depth < baseDepth) this.bitmap.set(at, st.bytes);
-        at += st.bytes;
-      }
-    } else if (this.params.sync === 'full') {
-      this.bitmap.setAll();
-    } else if (this.params.sync === 'top') {
-      for (let at = 0; at < this.source.length; ) {
-        const st = await blockStatusNode(this.source, at, this.source.length - at);
-        if (st.status & STATUS.ALLOCATED) this.bitmap.set(at, st.bytes);
+        if (copies(st)) this.bitmap.set(at, st.bytes);
         at += st.bytes;
       }
     }
