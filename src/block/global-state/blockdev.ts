@@ -13,7 +13,7 @@ import { BlockNode, type NodeCommonOptions } from './block-node';
 import { drained } from './drain';
 import type { OpenContext } from './driver-gs';
 import { gsDrivers } from './driver-table';
-import { allNodes, attachChild, autoNodeName, detachChild, findNode, nodeNameTaken, registerNode, unregisterNode } from './graph';
+import { allNodes, attachChild, autoNodeName, detachChild, findNode, nodeNameTaken, registerNode, releaseCreationOrder, reserveCreationOrder, unregisterNode } from './graph';
 import type { IoContext } from './io-context';
 import { getDefaultContext } from './io-contexts';
 
@@ -84,6 +84,8 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
     readOnly: common.readOnly,
     cacheDirect: common.cacheDirect,
     async openChild(option, role, required) {
+      // Children other than the file open after the node has its place (see reserveCreationOrder).
+      if (role !== 'file') reserveCreationOrder(name);
       const ref = options[option];
       let child: BlockNode;
       if (ref === undefined || ref === null) {
@@ -103,7 +105,13 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
     childRequest: (child, request) => child.ctx.channel.request(proto.nodeRequest, { nodeName: child.name, request }),
   };
 
-  const opened = await driver.open(ctx, options);
+  let opened: Awaited<ReturnType<typeof driver.open>>;
+  try {
+    opened = await driver.open(ctx, options);
+  } catch (err) {
+    releaseCreationOrder(name);
+    throw err;
+  }
   const ioCtx = pickContext(children.map((c) => c.node));
   const driverOptions: Record<string, unknown> = { driver: driverName };
   for (const [k, v] of Object.entries(options)) {
@@ -225,6 +233,9 @@ export function checkNotBlocked(node: BlockNode): void {
     const reason = blocked(node);
     if (reason) throw QmpError.generic(`Node '${node.name}' is busy: ${reason}`);
   }
+  // A backing node is in use by its overlay (QEMU's backing blocker, older than any job's).
+  const overlay = node.parents.find((e) => e.role === 'backing' && e.parent.kind === 'node');
+  if (overlay) throw QmpError.generic(`Node '${node.name}' is busy: node is used as backing hd of '${overlay.parent.name}'`);
 }
 
 /** blockdev-del, with QEMU's checks in QEMU's order. */
