@@ -25,4 +25,6 @@ export interface IoNodeDescriptor {
   detectZeroes: 'off' | 'on' | 'unmap';
   /** `discard` of the node: whether discard requests are passed down. */
   discard: 'ignore' | 'unmap';
+  /** block-set-write-threshold's value (0: none); kept when the node moves to another I/O context. */
+  writeThreshold?: number;
 }

@@ -169,6 +169,7 @@ export function descriptorOf(node: BlockNode): IoNodeDescriptor {
     maxTransfer: node.maxTransfer,
     detectZeroes: node.common.detectZeroes,
     discard: node.common.discard,
+    writeThreshold: node.writeThreshold,
   };
 }
 
