@@ -58,6 +58,22 @@ describe.skipIf(!haveTools)('qcow2 over QMP, beside qemu-storage-daemon', () => 
     expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
   });
 
+  it('lists the nodes of an implicitly opened chain in the reference order, and graphs them alike', async () => {
+    const b1 = path.join(dir, 'order1.qcow2');
+    const b2 = path.join(dir, 'order2.qcow2');
+    const b3 = path.join(dir, 'order3.qcow2');
+    qemuImg('create', '-f', 'qcow2', b1, '1M');
+    qemuImg('create', '-f', 'qcow2', '-b', b1, '-F', 'qcow2', b2);
+    qemuImg('create', '-f', 'qcow2', '-b', b2, '-F', 'qcow2', b3);
+    const { ours, theirs } = await both(async (c) => {
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: b3 } });
+      await c.cmd('blockdev-add', { driver: 'raw', 'node-name': 'r', 'read-only': true, file: { driver: 'file', 'node-name': 'rf', filename: b1 } });
+      const order = (await c.cmd('query-named-block-nodes')).map((n: Json) => [n['node-name'], n.drv, n.file]);
+      return { order, graph: await c.cmd('x-debug-query-block-graph') };
+    });
+    expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
+  });
+
   it('refuses a corrupt image read-write and unknown features with the reference errors', async () => {
     const corrupt = path.join(dir, 'corrupt.qcow2');
     qemuImg('create', '-f', 'qcow2', corrupt, '1M');

@@ -29,4 +29,6 @@ export interface IoNodeDescriptor {
   discard: 'ignore' | 'unmap';
   /** The node's dirty bitmaps (shared memory): kept when the node moves to another context. */
   dirtyBitmaps?: SharedDirtyBitmapState[];
+  /** block-set-write-threshold's value (0: none); kept when the node moves to another I/O context. */
+  writeThreshold?: number;
 }

@@ -14,7 +14,7 @@ import { adoptStoredBitmaps, bitmapStates } from './dirty-bitmaps';
 import { drained } from './drain';
 import type { OpenContext } from './driver-gs';
 import { gsDrivers } from './driver-table';
-import { allNodes, attachChild, autoNodeName, detachChild, findNode, nodeNameTaken, registerNode, unregisterNode } from './graph';
+import { allNodes, attachChild, autoNodeName, detachChild, findNode, nodeNameTaken, registerNode, releaseCreationOrder, reserveCreationOrder, unregisterNode } from './graph';
 import type { IoContext } from './io-context';
 import { getDefaultContext } from './io-contexts';
 
@@ -85,6 +85,8 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
     readOnly: common.readOnly,
     cacheDirect: common.cacheDirect,
     async openChild(option, role, required) {
+      // Children other than the file open after the node has its place (see reserveCreationOrder).
+      if (role !== 'file') reserveCreationOrder(name);
       const ref = options[option];
       let child: BlockNode;
       if (ref === undefined || ref === null) {
@@ -104,7 +106,13 @@ async function openNode(options: Record<string, unknown>, isRoot: boolean, st: O
     childRequest: (child, request) => child.ctx.channel.request(proto.nodeRequest, { nodeName: child.name, request }),
   };
 
-  const opened = await driver.open(ctx, options);
+  let opened: Awaited<ReturnType<typeof driver.open>>;
+  try {
+    opened = await driver.open(ctx, options);
+  } catch (err) {
+    releaseCreationOrder(name);
+    throw err;
+  }
   const ioCtx = pickContext(children.map((c) => c.node));
   const driverOptions: Record<string, unknown> = { driver: driverName };
   for (const [k, v] of Object.entries(options)) {
@@ -164,6 +172,7 @@ export function descriptorOf(node: BlockNode): IoNodeDescriptor {
     detectZeroes: node.common.detectZeroes,
     discard: node.common.discard,
     dirtyBitmaps: bitmapStates(node),
+    writeThreshold: node.writeThreshold,
   };
 }
 
@@ -261,6 +270,9 @@ export function nodeBusyReason(node: BlockNode): string | undefined {
 export function checkNotBlocked(node: BlockNode): void {
   const busy = nodeBusyReason(node);
   if (busy) throw QmpError.generic(busy);
+  // A backing node is in use by its overlay (QEMU's backing blocker, older than any job's).
+  const overlay = node.parents.find((e) => e.role === 'backing' && e.parent.kind === 'node');
+  if (overlay) throw QmpError.generic(`Node '${node.name}' is busy: node is used as backing hd of '${overlay.parent.name}'`);
 }
 
 /** blockdev-del, with QEMU's checks in QEMU's order. */

@@ -13,7 +13,7 @@ import { registerTransactionAction, type TransactionAction, type TransactionCont
 import * as proto from '../common/io-context-protocol';
 import { PERM } from '../common/permissions';
 import type { BdrvChild, BlockNode } from './block-node';
-import { blockdevAdd, checkNotBlocked, closeIfUnused, registerDeleteBlocker } from './blockdev';
+import { blockdevAdd, checkNotBlocked, closeIfUnused } from './blockdev';
 import { drained } from './drain';
 import { gsDrivers } from './driver-table';
 import { attachChild, detachChild, findNode, refreshPerms, replaceNode, syncChildren } from './graph';
@@ -42,12 +42,6 @@ function lookupNode(device: string | undefined, nodeName: string | undefined): B
   if (!node) throw QmpError.generic(`Cannot find device='${device ?? ''}' nor node-name='${nodeName ?? ''}'`);
   return node;
 }
-
-/** A backing node is in use by its overlay: QEMU's backing blocker refuses deleting or snapshotting it. */
-registerDeleteBlocker((node) => {
-  const edge = node.parents.find((e) => e.role === 'backing' && e.parent.kind === 'node');
-  return edge ? `node is used as backing hd of '${edge.parent.name}'` : undefined;
-});
 
 /** Job edges stay on their node when an overlay takes its place (QEMU's stay_at_node). */
 const staysAtNode = (edge: BdrvChild): boolean => edge.parent.kind === 'backend' && edge.parent.graphType === 'block-job';

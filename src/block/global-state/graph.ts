@@ -11,10 +11,30 @@ import { assertGraphWritable } from './drain';
 
 const nodesByName = new Map<string, BlockNode>();
 let autoNameCounter = 0;
+/** Each node's place in creation order, which queries list nodes by. */
+const creationOrder = new Map<string, number>();
+let nextCreation = 0;
 
+/** Nodes in creation order, oldest first. */
 export function allNodes(): BlockNode[] {
   assertMainLoop();
-  return [...nodesByName.values()];
+  return [...nodesByName.values()].sort((a, b) => creationOrder.get(a.name)! - creationOrder.get(b.name)!);
+}
+
+/**
+ * Fixes the place of a node being opened in creation order before it
+ * exists: QEMU names a format node once its file is open and before its
+ * backing chain, which therefore lists as newer.
+ */
+export function reserveCreationOrder(name: string): void {
+  assertMainLoop();
+  if (!creationOrder.has(name)) creationOrder.set(name, nextCreation++);
+}
+
+/** Gives back a reserved place whose node never came to exist. */
+export function releaseCreationOrder(name: string): void {
+  assertMainLoop();
+  if (!nodesByName.has(name)) creationOrder.delete(name);
 }
 
 export function findNode(name: string): BlockNode | undefined {
@@ -47,6 +67,7 @@ export function autoNodeName(): string {
 export function registerNode(node: BlockNode): void {
   assertMainLoop();
   if (nodesByName.has(node.name)) throw QmpError.generic(`Duplicate nodes with node-name='${node.name}'`);
+  reserveCreationOrder(node.name);
   nodesByName.set(node.name, node);
 }
 
@@ -54,6 +75,7 @@ export function unregisterNode(node: BlockNode): void {
   assertMainLoop();
   if (node.parents.length > 0 || node.children.length > 0) throw new Error(`node ${node.name} still has edges`);
   nodesByName.delete(node.name);
+  creationOrder.delete(node.name);
 }
 
 function describeParent(p: GraphParent): string {

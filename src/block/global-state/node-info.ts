@@ -184,10 +184,15 @@ export function debugBlockGraph(): { nodes: unknown[]; edges: unknown[] } {
     list(e.parent);
     edge(e, idOf(e.parent));
   }
-  for (const n of all) idOf(n);
-  for (const n of all) list(n);
+  // QEMU numbers a node when it first meets it: in creation order, or earlier as the child of an older node (newest edge first).
   for (const n of all) {
-    for (const e of n.parents) if (e.parent.kind === 'node') edge(e, idOf(e.parent));
+    idOf(n);
+    for (const e of [...n.children].reverse()) idOf(e.child);
+  }
+  for (const n of all) list(n);
+  // Each node's edges to its children, newest first, as QEMU walks them.
+  for (const n of all) {
+    for (const e of [...n.children].reverse()) edge(e, idOf(n));
   }
   return { nodes, edges };
 }

@@ -41,6 +41,7 @@ export class IoNode<S = unknown> {
     this.maxTransfer = desc.maxTransfer;
     this.detectZeroes = desc.detectZeroes;
     this.discardMode = desc.discard;
+    this.writeThreshold = desc.writeThreshold ?? 0;
     this.state = driver.attach(desc);
     this.length = driver.currentLength?.(this.state) ?? desc.length;
   }
