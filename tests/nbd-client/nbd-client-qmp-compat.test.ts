@@ -5,6 +5,7 @@
  * be the same.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise } from '../helpers/compare';
@@ -48,6 +49,8 @@ const STEPS = [
   add('"node-name":"n9","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp","auto-read-only":true'),
   add('"node-name":"n10","server":{"type":"inet","host":"127.0.0.2","port":"$PORT","ipv4":true},"export":"exp","read-only":true,"reconnect-delay":3'),
   add('"node-name":"n12","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp","read-only":true,"x-dirty-bitmap":"qemu:dirty-bitmap:nope"'),
+  add('"node-name":"n13","server":{"type":"unix","path":"$SRV/close.sock"}'),
+  add('"node-name":"n14","server":{"type":"unix","path":"$SRV/garbage.sock"}'),
   add('"node-name":"n11","server":{"type":"unix","path":"$SRV/rw.sock"},"export":"exp","tls-hostname":"example.org","open-timeout":1'),
   '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r0","file":"n0"}}',
   '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r1","file":{"driver":"nbd","server":{"type":"inet","host":"127.0.0.2","port":"$PORT"},"export":"exp"},"read-only":true}}',
@@ -63,6 +66,8 @@ const STEPS = [
 describe.skipIf(!toolAvailable('qemu-storage-daemon') || !toolAvailable('qemu-nbd'))('blockdev-add driver=nbd, compared with the reference', () => {
   let dir: string;
   let servers: NbdServer[] = [];
+  /** Servers that are not NBD servers: one hangs up at once, one greets with something else. */
+  const impostors: net.Server[] = [];
   let vars: Record<string, string>;
   beforeAll(async () => {
     dir = tempDir('qbd-nbdc-srv-');
@@ -73,9 +78,18 @@ describe.skipIf(!toolAvailable('qemu-storage-daemon') || !toolAvailable('qemu-nb
     const port = await freePort('127.0.0.2');
     servers = [await startQemuNbd(rw, { socket: path.join(dir, 'rw.sock') }), await startQemuNbd(ro, { host: '127.0.0.2', port }, { readOnly: true })];
     vars = { $SRV: dir, $PORT: String(port) };
+    for (const [name, greet] of [['close.sock', ''], ['garbage.sock', 'HELLO WORLD 12345678']] as const) {
+      const srv = net.createServer((c) => {
+        c.on('error', () => undefined);
+        c.end(greet);
+      });
+      await new Promise<void>((r) => srv.listen(path.join(dir, name), r));
+      impostors.push(srv);
+    }
   });
   afterAll(async () => {
     await Promise.all(servers.map((s) => s.stop()));
+    impostors.forEach((s) => s.close());
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

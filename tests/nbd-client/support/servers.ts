@@ -54,11 +54,11 @@ function server(proc: ChildProcess, l: Listen, exportName: string): NbdServer {
   return { proc, address, uri, stop: () => ended(proc, 'SIGTERM'), kill: () => ended(proc, 'SIGKILL') };
 }
 
-/** qemu-nbd serving a raw image, persistent, several clients at once. */
-export async function startQemuNbd(image: string, l: Listen, opts: { exportName?: string; readOnly?: boolean } = {}): Promise<NbdServer> {
+/** qemu-nbd serving an image (raw unless told), persistent, several clients at once. */
+export async function startQemuNbd(image: string, l: Listen, opts: { exportName?: string; readOnly?: boolean; format?: string; extra?: string[] } = {}): Promise<NbdServer> {
   const name = opts.exportName ?? 'exp';
   const where = 'socket' in l ? ['-k', l.socket] : ['-b', l.host, '-p', String(l.port)];
-  const proc = spawn('qemu-nbd', ['-f', 'raw', '-x', name, '-t', '-e', '8', ...(opts.readOnly ? ['-r'] : []), '--cache=writeback', '--discard=unmap', ...where, image], { stdio: 'ignore' });
+  const proc = spawn('qemu-nbd', ['-f', opts.format ?? 'raw', '-x', name, ...(opts.extra ?? []), '-t', '-e', '8', ...(opts.readOnly ? ['-r'] : []), '--cache=writeback', '--discard=unmap', ...where, image], { stdio: 'ignore' });
   await waitListening(l, proc, 'qemu-nbd');
   return server(proc, l, name);
 }

@@ -32,6 +32,15 @@ export class NegotiationError extends IoError {
   }
 }
 
+/** Reads `n` bytes of the handshake; a short read says what was being read, as QEMU does. */
+async function readField(reader: SocketReader, n: number, what: string): Promise<Buffer> {
+  try {
+    return await reader.read(n);
+  } catch (err) {
+    throw new NegotiationError(`Failed to read ${what}: ${(err as Error).message}`, (err as IoError).code ?? 'EIO');
+  }
+}
+
 function optionLabel(opt: number): string {
   return `option ${opt} (${OPTION_NAMES[opt] ?? '<unknown>'})`;
 }
@@ -78,14 +87,14 @@ class Negotiator {
   }
 
   async readReply(opt: number): Promise<OptionReply> {
-    const head = await this.reader.read(20);
+    const head = await readField(this.reader, 20, 'option reply');
     if (head.readBigUInt64BE(0) !== P.OPTION_REPLY_MAGIC) throw new NegotiationError('Unexpected option reply magic');
     const gotOpt = head.readUInt32BE(8);
     if (gotOpt !== opt) throw new NegotiationError(`Unexpected option type ${gotOpt} (${OPTION_NAMES[gotOpt] ?? '<unknown>'}), expected ${optionLabel(opt)}`);
     const type = head.readUInt32BE(12);
     const length = head.readUInt32BE(16);
     if (length > P.MAX_OPTION_LENGTH * 16) throw new NegotiationError(`server's reply to ${optionLabel(opt)} is too long`);
-    const data = length > 0 ? await this.reader.read(length) : Buffer.alloc(0);
+    const data = length > 0 ? await readField(this.reader, length, 'option reply data') : Buffer.alloc(0);
     return { type, data };
   }
 
@@ -183,17 +192,17 @@ function checkBlockSizes(min: number, preferred: number, max: number): void {
 export async function negotiate(socket: net.Socket, options: NbdConnectOptions): Promise<{ info: NbdExportInfo; leftover: Buffer }> {
   const reader = new SocketReader(socket);
   try {
-    const hello = await reader.read(16);
-    if (hello.readBigUInt64BE(0) !== P.NBDMAGIC) throw new NegotiationError('Invalid magic received');
-    const style = hello.readBigUInt64BE(8);
+    const initial = (await readField(reader, 8, 'initial magic')).readBigUInt64BE(0);
+    if (initial !== P.NBDMAGIC) throw new NegotiationError(`Bad initial magic received: 0x${initial.toString(16)}`);
+    const style = (await readField(reader, 8, 'server magic')).readBigUInt64BE(0);
     if (style === OLDSTYLE_MAGIC) {
       if (options.exportName !== '') throw new NegotiationError('Server does not support non-empty export names');
-      const rest = await reader.read(8 + 4 + 124);
+      const rest = await readField(reader, 8 + 4 + 124, 'export length');
       const info: NbdExportInfo = { size: exportSize(rest.readBigUInt64BE(0)), flags: rest.readUInt32BE(8) & 0xffff, minBlock: 0, preferredBlock: 0, maxBlock: 0, structuredReplies: false };
       return { info, leftover: reader.release() };
     }
-    if (style !== P.IHAVEOPT) throw new NegotiationError('Bad server magic received');
-    const serverFlags = (await reader.read(2)).readUInt16BE(0);
+    if (style !== P.IHAVEOPT) throw new NegotiationError(`Bad server magic received: 0x${style.toString(16)}`);
+    const serverFlags = (await readField(reader, 2, 'server flags')).readUInt16BE(0);
     const fixed = (serverFlags & P.FLAG_FIXED_NEWSTYLE) !== 0;
     const noZeroes = (serverFlags & P.FLAG_NO_ZEROES) !== 0;
     const clientFlags = Buffer.alloc(4);
@@ -212,7 +221,7 @@ export async function negotiate(socket: net.Socket, options: NbdConnectOptions):
     }
     // No NBD_OPT_GO: the old way, which cannot report errors.
     n.sendOption(P.OPT.EXPORT_NAME, Buffer.from(options.exportName, 'utf8'));
-    const reply = await reader.read(10 + (noZeroes ? 0 : 124));
+    const reply = await readField(reader, 10 + (noZeroes ? 0 : 124), 'export length');
     const info: NbdExportInfo = {
       size: exportSize(reply.readBigUInt64BE(0)),
       flags: reply.readUInt16BE(8),

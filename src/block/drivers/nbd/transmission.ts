@@ -155,15 +155,14 @@ export class Transmission {
     if (this.broken) return;
     while (this.pending.size > 0 && !this.broken) await new Promise<void>((r) => this.slotWaiters.push(r));
     this.closeListeners = [];
-    if (!this.broken) {
-      const header = Buffer.alloc(28);
-      header.writeUInt32BE(P.REQUEST_MAGIC, 0);
-      header.writeUInt16BE(P.CMD.DISC, 6);
-      header.writeBigUInt64BE(this.nextHandle++, 8);
-      this.socket.end(header);
-    }
-    this.fail(new ConnectionLost('NBD connection closed'));
-    this.socket.destroySoon();
+    if (this.broken) return;
+    const header = Buffer.alloc(28);
+    header.writeUInt32BE(P.REQUEST_MAGIC, 0);
+    header.writeUInt16BE(P.CMD.DISC, 6);
+    header.writeBigUInt64BE(this.nextHandle++, 8);
+    // No reply comes to NBD_CMD_DISC: the socket closes once it is written.
+    this.fail(new ConnectionLost('NBD connection closed'), false);
+    this.socket.end(header);
   }
 
   /** Hard close, for a node going away while the server does not answer. */
@@ -173,10 +172,10 @@ export class Transmission {
     this.socket.destroy();
   }
 
-  private fail(err: Error): void {
+  private fail(err: Error, destroy = true): void {
     if (this.broken) return;
     this.broken = err;
-    this.socket.destroy();
+    if (destroy) this.socket.destroy();
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) p.reject(err);
