@@ -18,6 +18,7 @@ import { closeIfUnused, nodeBusyReason } from '../block/global-state/blockdev';
 import { attachChild, findNode, requireNode } from '../block/global-state/graph';
 import { nodeFilename } from '../block/global-state/node-info';
 import { setNodeReadOnly } from '../block/global-state/read-write';
+import { blockResize } from '../block/global-state/resize';
 import { commitTopGs } from '../block/drivers/commit-top/gs';
 import type { ChainCopyRunParams, OnError } from './common/job-control';
 import { BlockJob } from './block-job';
@@ -91,9 +92,20 @@ export async function startCommit(args: CommitArgs): Promise<void> {
 }
 
 /** A mirror of the top into the base, of what lies above the base only, reported as a commit job. */
+/** A base shorter than the top grows to the top's length first, as in QEMU. */
+async function growBase(top: BlockNode, base: BlockNode): Promise<void> {
+  if (base.length >= top.length) return;
+  try {
+    await blockResize(undefined, base.name, top.length);
+  } catch (err) {
+    throw QmpError.generic(`Top image ${nodeFilename(top)} is larger than base image ${nodeFilename(base)}, and resize of base image failed: ${(err as Error).message}`);
+  }
+}
+
 async function startActiveCommit(args: CommitArgs, top: BlockNode, base: BlockNode): Promise<void> {
   const wasReadOnly = await setNodeReadOnly(base, false);
   try {
+    await growBase(top, base);
     await startMirror(
       {
         'job-id': args['job-id'] ?? args.device,
@@ -168,6 +180,7 @@ async function startIntermediateCommit(args: CommitArgs, bs: BlockNode, top: Blo
   try {
     bj.setSpeed(args.speed ?? 0);
     wasReadOnly = await setNodeReadOnly(base, false);
+    await growBase(top, base);
     // The job exists when the filter is created, as in QEMU: a bad filter name shows as created, then null.
     checkFilterName(args['filter-node-name']);
     filter = await insertFilter({ name: args['filter-node-name'], driver: commitTopGs, source: top, sourceRole: 'backing', others: [] }, [...committed, base], () =>

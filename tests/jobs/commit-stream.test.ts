@@ -192,6 +192,32 @@ describe.skipIf(!haveTools && !process.env.CI)('block-stream and block-commit on
     m.files.forEach(checkClean);
   });
 
+  it('grows a base shorter than the top before committing into it', async () => {
+    for (const active of [false, true]) {
+      const dir = tempDir('qbd-commit-grow-');
+      dirs.push(dir);
+      const [base, mid, top, flat] = ['base.qcow2', 'l1.qcow2', 'l2.qcow2', 'flat.raw'].map((f) => path.join(dir, f)) as [string, string, string, string];
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(SIZE / 2)]);
+      execFileSync('qemu-io', ['-c', `write -P 1 0 ${SIZE / 2}`, base], { stdio: 'ignore' });
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid, String(SIZE)]);
+      execFileSync('qemu-io', ['-c', `write -P 2 ${SIZE / 2 - MiB} ${2 * MiB}`, mid], { stdio: 'ignore' });
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top, String(SIZE)]);
+      execFileSync('qemu-io', ['-c', `write -P 3 ${SIZE - MiB} ${MiB}`, top], { stdio: 'ignore' });
+      flatten(top, flat);
+      await withDaemon('qbd', dir, top, async (c, nodes) => {
+        await c.cmd('block-commit', { 'job-id': 'c', device: 'top', ...(active ? {} : { 'top-node': nodes['l1.qcow2'] }) });
+        if (active) {
+          await c.waitEvent('BLOCK_JOB_READY', 60_000);
+          await c.cmd('job-complete', { id: 'c' });
+        }
+        await waitJobGone(c, 'c');
+      });
+      expect(JSON.parse(execFileSync('qemu-img', ['info', '--output=json', base], { encoding: 'utf8' }))['virtual-size']).toBe(SIZE);
+      expect(sameContent(active ? base : top, flat)).toBe(true);
+      [base, mid, top].forEach(checkClean);
+    }
+  });
+
   it('streams the whole chain: the top keeps no backing file', async () => {
     const { files, flat } = newCase({ layers: 3, fill: 'sparse', seed: 51 });
     await withDaemon('qbd', path.dirname(files[2]!), files[2]!, async (c) => {

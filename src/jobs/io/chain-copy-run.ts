@@ -15,7 +15,7 @@ import type { Channel } from '../../common/channel';
 import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import type { IoNode } from '../../block/io/io-node';
 import { RangeLocks } from '../../block/io/range-locks';
-import { blockStatusNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { blockStatusNode, flushNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import type { ChainCopyRunParams, JobControl } from '../common/job-control';
 import { CopyError, copyRange } from './copy-range';
@@ -78,7 +78,6 @@ export class ChainCopyRun extends RunBase {
   async run(): Promise<{ ended: 'done' | 'cancelled' }> {
     const len = this.source.length;
     this.control.setProgress(0, len);
-    if (this.target.length < len) await onSide('target', truncateNode(this.target, len, false, 'off'));
     let ignored: unknown;
     let offset = 0;
     try {
