@@ -34,7 +34,7 @@ import {
   QCOW2_MAGIC,
 } from './common';
 import { createQcow2 } from './create';
-import { loadStoredBitmaps } from './gs-bitmaps';
+import { loadStoredBitmaps, persistentBitmapRefusal } from './gs-bitmaps';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -243,6 +243,10 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     if (st.backingFilename !== undefined) info.backingFilename = st.backingFilename;
     if (st.backingFormat !== undefined) info.backingFormat = st.backingFormat;
     return info;
+  },
+
+  persistentBitmapRefusal(node, name, granularity, stored) {
+    return persistentBitmapRefusal(stateOf(node).version, name, granularity, stored);
   },
 
   takeStoredBitmaps(node) {
