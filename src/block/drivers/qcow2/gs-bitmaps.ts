@@ -15,6 +15,7 @@ import {
   BME_TABLE_OFFSET_MASK,
   bitmapDataBytes,
   bitmapTableEntries,
+  MAX_BITMAP_DATA_BYTES,
   MAX_BITMAP_NAME,
   MAX_BITMAPS,
   MAX_GRANULARITY_BITS,
@@ -31,12 +32,13 @@ async function read(ctx: OpenContext, file: BlockNode, offset: number, bytes: nu
 }
 
 /** QEMU's qcow2_co_can_store_new_dirty_bitmap() constraints: why a new persistent bitmap cannot be stored. */
-export function persistentBitmapRefusal(version: number, name: string, granularity: number, stored: number): string | undefined {
+export function persistentBitmapRefusal(version: number, size: number, name: string, granularity: number, stored: number): string | undefined {
   if (version < 3) return 'Cannot store dirty bitmaps in qcow2 v2 files';
   if (Buffer.byteLength(name) > MAX_BITMAP_NAME) return `Name length exceeds maximum (${MAX_BITMAP_NAME} characters)`;
   const bits = Math.log2(granularity);
   if (bits > MAX_GRANULARITY_BITS) return `Granularity exceeds maximum (${2 ** MAX_GRANULARITY_BITS} bytes)`;
   if (bits < MIN_GRANULARITY_BITS) return `Granularity is under minimum (${2 ** MIN_GRANULARITY_BITS} bytes)`;
+  if (bitmapDataBytes(size, granularity) > MAX_BITMAP_DATA_BYTES) return 'Too much space will be occupied by the bitmap. Use larger granularity';
   if (stored >= MAX_BITMAPS) return 'Maximum number of persistent bitmaps is already reached';
   return undefined;
 }
@@ -51,7 +53,7 @@ export async function loadStoredBitmaps(ctx: OpenContext, file: BlockNode, h: Qc
   for (const e of dir) {
     const granularity = 2 ** e.granularityBits;
     const expected = bitmapTableEntries(h.size, granularity, cs);
-    if (e.tableSize !== expected) throw new Qcow2FormatError(`Bitmap '${e.name}' doesn't satisfy the constraints`);
+    if (e.tableSize !== expected || bitmapDataBytes(h.size, granularity) > MAX_BITMAP_DATA_BYTES) throw new Qcow2FormatError(`Bitmap '${e.name}' doesn't satisfy the constraints`);
     const bits = SharedDirtyBitmap.create(h.size, granularity, false);
     const inconsistent = (e.flags & BME_FLAG.IN_USE) !== 0;
     if (!inconsistent) {

@@ -246,7 +246,7 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
   },
 
   persistentBitmapRefusal(node, name, granularity, stored) {
-    return persistentBitmapRefusal(stateOf(node).version, name, granularity, stored);
+    return persistentBitmapRefusal(stateOf(node).version, node.length, name, granularity, stored);
   },
 
   takeStoredBitmaps(node) {
