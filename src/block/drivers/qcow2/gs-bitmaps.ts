@@ -53,7 +53,8 @@ export async function loadStoredBitmaps(ctx: OpenContext, file: BlockNode, h: Qc
   for (const e of dir) {
     const granularity = 2 ** e.granularityBits;
     const expected = bitmapTableEntries(h.size, granularity, cs);
-    if (e.tableSize !== expected || bitmapDataBytes(h.size, granularity) > MAX_BITMAP_DATA_BYTES) throw new Qcow2FormatError(`Bitmap '${e.name}' doesn't satisfy the constraints`);
+    if (bitmapDataBytes(h.size, granularity) > MAX_BITMAP_DATA_BYTES) throw new Qcow2FormatError(`Bitmap '${e.name}' doesn't satisfy the constraints`);
+    if (e.tableSize !== expected) throw new Qcow2FormatError(`Could not read bitmap '${e.name}' from image: Invalid argument`);
     const bits = SharedDirtyBitmap.create(h.size, granularity, false);
     const inconsistent = (e.flags & BME_FLAG.IN_USE) !== 0;
     if (!inconsistent) {
