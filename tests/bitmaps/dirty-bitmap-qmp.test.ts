@@ -33,6 +33,8 @@ describe.skipIf(!haveTools)('dirty bitmaps beside qemu-storage-daemon', () => {
       await run('block-dirty-bitmap-add', { node: 'q', name: 'y'.repeat(1023) });
       await run('block-dirty-bitmap-add', { node: 'r', name: 'p', persistent: true });
       await run('block-dirty-bitmap-add', { node: 'q', name: 'p'.repeat(1024), persistent: true });
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'huge', file: { driver: 'file', filename: qcow2Image(s, 'huge.qcow2', '4T') } });
+      await run('block-dirty-bitmap-add', { node: 'huge', name: 'fine', persistent: true, granularity: 512 });
       await run('block-dirty-bitmap-remove', { node: 'q', name: 'zz' });
       await run('block-dirty-bitmap-remove', { node: 'zz', name: 'zz' });
       await run('block-dirty-bitmap-clear', { node: 'q', name: 'zz' });

@@ -190,4 +190,36 @@ describe.skipIf(!haveTools)('persistent dirty bitmaps in qcow2', () => {
     expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
     expect(ours.reloaded['q/p']).toEqual(ours.grown.hashes['q/p']);
   });
+
+  it('refuses images whose bitmap directory is damaged, with the reference errors', async () => {
+    /** Patches the image's bitmaps extension (at `ext`) or its first directory entry (at `dir`). */
+    const damages: Array<(img: Buffer, ext: number, dir: number) => void> = [
+      (b, _e, d) => b.writeBigUInt64BE(BigInt(12345 * 512), d),
+      (b, _e, d) => b.writeBigUInt64BE(BigInt(65536 + 512), d),
+      (b, _e, d) => (b[d + 17] = 40),
+      (b, e) => b.writeUInt32BE(0, e),
+      (b, _e, d) => b.writeUInt32BE(7, d + 8),
+      (b, _e, d) => (b[d + 16] = 2),
+      (b, _e, d) => b.writeUInt32BE(8, d + 12),
+    ];
+    const { ours, theirs } = await bothWithRestarts(async (r) => {
+      const s = await r.start();
+      const out: Json[] = [];
+      for (const [i, damage] of damages.entries()) {
+        const file = path.join(r.work, `bad${i}.qcow2`);
+        img('create', '-q', '-f', 'qcow2', file, '10M');
+        img('bitmap', '--add', file, 'b0');
+        const b = fs.readFileSync(file);
+        let at = b.readUInt32BE(100);
+        while (b.readUInt32BE(at) !== 0x23852875) at += 8 + ((b.readUInt32BE(at + 4) + 7) & ~7);
+        damage(b, at + 8, Number(b.readBigUInt64BE(at + 24)));
+        fs.writeFileSync(file, b);
+        out.push(await s.c.execute('blockdev-add', { driver: 'qcow2', 'node-name': `q${i}`, file: { driver: 'file', filename: file } }));
+      }
+      await quit(s);
+      return out;
+    });
+    expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
+    expect(ours.every((r: Json) => r.error)).toBe(true);
+  });
 });

@@ -80,6 +80,12 @@ export interface GsDriver<S = any> {
   allocatedSize?(node: BlockNode): number | undefined;
   /** Image facts a query shows (ImageInfo's cluster-size, dirty-flag, backing-filename…), for formats that have them. */
   imageInfo?(node: BlockNode): ImageFacts;
+  /**
+   * Present for formats that store dirty bitmaps: why a new persistent
+   * bitmap cannot be stored (undefined when it can), given how many the
+   * node already has.
+   */
+  persistentBitmapRefusal?(node: BlockNode, name: string, granularity: number, stored: number): string | undefined;
   /** Persistent dirty bitmaps found in the image at open, handed over once after the node exists. */
   takeStoredBitmaps?(node: BlockNode): StoredBitmap[];
   /** `format-specific` of ImageInfo (e.g. qcow2's compat, refcount-bits…). */

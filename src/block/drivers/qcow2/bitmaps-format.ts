@@ -26,6 +26,8 @@ export const MAX_DIRECTORY_BYTES = 64 * MAX_BITMAPS * 2;
 export const MIN_GRANULARITY_BITS = 9;
 export const MAX_GRANULARITY_BITS = 31;
 export const MAX_BITMAP_NAME = 1023;
+/** QEMU's BME_MAX_PHYS_SIZE: the most bitmap data one bitmap may take. */
+export const MAX_BITMAP_DATA_BYTES = 0x20000000;
 const DIR_ENTRY_FIXED = 24;
 export const BITMAPS_EXT_LENGTH = 24;
 

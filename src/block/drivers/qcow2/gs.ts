@@ -36,7 +36,7 @@ import { createQcow2, createQcow2File } from './create';
 import { headerWithBacking } from './backing-header';
 import * as proto from '../../common/io-context-protocol';
 import { IoError } from '../../common/io-types';
-import { loadStoredBitmaps } from './gs-bitmaps';
+import { loadStoredBitmaps, persistentBitmapRefusal } from './gs-bitmaps';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -253,6 +253,10 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     if (st.backingFilename !== undefined) info.backingFilename = st.backingFilename;
     if (st.backingFormat !== undefined) info.backingFormat = st.backingFormat;
     return info;
+  },
+
+  persistentBitmapRefusal(node, name, granularity, stored) {
+    return persistentBitmapRefusal(stateOf(node).version, node.length, name, granularity, stored);
   },
 
   takeStoredBitmaps(node) {
