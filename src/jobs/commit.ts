@@ -108,7 +108,8 @@ async function startActiveCommit(args: CommitArgs, top: BlockNode, base: BlockNo
     await growBase(top, base);
     await startMirror(
       {
-        'job-id': args['job-id'] ?? args.device,
+        // QEMU names the job after the device's BlockBackend, which a node has not: without job-id it is refused.
+        'job-id': args['job-id'] ?? '',
         device: top.name,
         target: base.name,
         sync: 'full',
@@ -197,6 +198,8 @@ async function startIntermediateCommit(args: CommitArgs, bs: BlockNode, top: Blo
         await bj.prepare(params);
       }),
     );
+    // QEMU opens commit_top without write access; queries show it read-only.
+    filter.readOnly = true;
   } catch (err) {
     bj.job.failEarly();
     if (wasReadOnly) await setNodeReadOnly(base, true).catch(() => undefined);

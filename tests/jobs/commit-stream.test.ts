@@ -335,6 +335,7 @@ describe.skipIf(!haveTools && !process.env.CI)('commit and stream beside the ref
         ['block-commit', { 'job-id': 'j', device: 'top', 'top-node': l1, 'base-node': l1 }],
         ['block-commit', { 'job-id': 'j', device: 'top', 'top-node': l1, 'filter-node-name': 'top' }],
         ['block-commit', { device: 'top', 'top-node': l1 }],
+        ['block-commit', { device: 'top' }],
         ['block-stream', { 'job-id': 'j', device: 'top', base: 'x', 'base-node': base }],
         ['block-stream', { 'job-id': 'j', device: 'top', base: 'x', bottom: l1 }],
         ['block-stream', { 'job-id': 'j', device: 'top', bottom: l1, 'base-node': base }],
