@@ -18,8 +18,6 @@ export const replaceBackendRoot = requestType<{ from: string; to: string }, void
 /** Gives a protocol node's I/O half a new driver state (a file descriptor reopened read-write). */
 export const replaceState = requestType<{ nodeName: string; state: unknown }, void>('node.replace-state');
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
-/** Rebuilds a node's driver state from a new descriptor (a file node reopened read-write or read-only has a new fd). */
-export const reattachState = requestType<IoNodeDescriptor, void>('node.reattach-state');
 /** Makes the node's driver write its persistent bitmaps to the image now (after one was removed). */
 export const storeBitmaps = requestType<{ nodeName: string }, void>('node.store-bitmaps');
 /** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */

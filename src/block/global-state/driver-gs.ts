@@ -51,20 +51,15 @@ export interface GsDriver<S = any> {
   /** Permissions to take on a child, given what the node's parents take on it. */
   childPerms(node: BlockNode, role: string, perm: number, shared: number): ChildPerms;
   /**
-   * blockdev-reopen between read-only and read-write, for drivers whose
-   * descriptor depends on it (a file opened O_RDONLY): reopens it, keeps
-   * the image locks, hands the I/O half the new state.
+   * Switching between read-only and read-write (blockdev-reopen, and jobs
+   * that write a node opened read-only), for drivers whose descriptor
+   * depends on it (a file opened O_RDONLY): reopens it, keeps the image
+   * locks, hands the I/O half the new state. The caller drains the node and
+   * updates `readOnly` and the permissions.
    */
   reopenWritable?(node: BlockNode, writable: boolean): Promise<void>;
   /** Called when the node's cumulative permissions change (the file driver updates image locks). */
   setPerms?(node: BlockNode, perm: number, shared: number): void;
-  /**
-   * Reopens a protocol node's host resource read-write (or back read-only),
-   * as QEMU's bdrv_reopen_set_read_only: the node's state gets the new
-   * handle and the old one is closed. The caller drains the node and updates
-   * `readOnly`, the I/O half and the permissions (read-write.ts).
-   */
-  reopenReadWrite?(node: BlockNode, writable: boolean): void;
   /**
    * Rewrites the backing file name and format the image records
    * (change-backing-file, and commit and stream when they relink a chain).

@@ -10,7 +10,6 @@ import { assertMainLoop } from '../../common/thread-context';
 import { QmpError } from '../../qmp/errors';
 import * as proto from '../common/io-context-protocol';
 import type { BlockNode } from './block-node';
-import { descriptorOf } from './blockdev';
 import { drained } from './drain';
 import { refreshPerms } from './graph';
 
@@ -23,14 +22,10 @@ function layersOf(node: BlockNode): BlockNode[] {
 
 async function apply(layers: BlockNode[], readOnly: boolean): Promise<void> {
   for (const n of layers) {
+    // A protocol node gets a new host handle (its locks move with it); a format keeps its I/O state (loaded tables).
+    await n.driver.reopenWritable?.(n, !readOnly);
     n.readOnly = readOnly;
-    if (n.driver.reopenReadWrite) {
-      n.driver.reopenReadWrite(n, !readOnly);
-      await n.ctx.channel.request(proto.reattachState, descriptorOf(n));
-    } else {
-      // A format keeps its I/O state (loaded tables): only its writability changes.
-      await n.ctx.channel.request(proto.updateNode, { nodeName: n.name, readOnly });
-    }
+    await n.ctx.channel.request(proto.updateNode, { nodeName: n.name, readOnly });
   }
   // Top down: a format takes write on its file only once it is writable itself.
   refreshPerms(layers[0]!);
@@ -41,7 +36,7 @@ export async function setNodeReadOnly(node: BlockNode, readOnly: boolean): Promi
   assertMainLoop();
   if (node.readOnly === readOnly) return false;
   const layers = layersOf(node);
-  const protocol = layers.find((n) => n.driver.reopenReadWrite);
+  const protocol = layers.find((n) => n.driver.reopenWritable);
   if (!protocol) throw QmpError.generic(`Node '${node.name}' cannot be reopened read-write`);
   // Metadata caches go to disk while the file can still be written.
   if (readOnly) await node.ctx.channel.request(proto.nodeRequest, { nodeName: node.name, request: { op: 'flush' } });

@@ -77,11 +77,6 @@ function main(): void {
     if (readOnly !== undefined) node.readOnly = readOnly;
     if (writeThreshold !== undefined) node.writeThreshold = writeThreshold;
   });
-  channel.onRequest(proto.reattachState, (desc) => {
-    const node = graph.get(desc.nodeName);
-    node.state = node.driver.attach(desc);
-    node.readOnly = desc.readOnly;
-  });
   channel.onRequest(proto.setDirtyBitmaps, ({ nodeName, bitmaps }) => setDirtyBitmaps(graph.get(nodeName), bitmaps));
   channel.onRequest(proto.storeBitmaps, async ({ nodeName }) => {
     const node = graph.get(nodeName);

@@ -124,20 +124,6 @@ function fileDriver(name: 'file' | 'host_device'): GsDriver<FileState> {
 
     childPerms: () => ({ perm: 0, shared: PERM_ALL }),
 
-    reopenReadWrite(node, writable) {
-      const st = node.state as FileState;
-      let fd: number;
-      try {
-        fd = openFd(st.filename, writable, st.direct);
-      } catch (err) {
-        throw QmpError.generic(`Could not reopen file: ${strerror((err as NodeJS.ErrnoException).code)}`);
-      }
-      // The old descriptor's locks go with it; the next permission update takes them on the new one.
-      fs.closeSync(st.fd);
-      heldLocks.delete(node);
-      node.state = { ...st, fd };
-    },
-
     setPerms(node, perm, shared) {
       const st = node.state as FileState;
       if (!st.locking) return;
