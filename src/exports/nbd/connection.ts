@@ -24,6 +24,7 @@ import {
   STRUCTURED_REPLY_MAGIC,
   nbdErrorOf,
 } from './protocol';
+import { releaseReadBuffer, takeReadBuffer } from './read-buffers';
 import { NbdFramingError, RequestParser, type NbdRequest } from './request-parser';
 
 /** Requests one connection may have in flight before it stops reading. */
@@ -52,6 +53,12 @@ class RequestError extends Error {
   ) {
     super(message);
   }
+}
+
+/** Writes a 64-bit offset (a safe integer) big-endian without going through BigInt. */
+function writeOffset(buf: Buffer, offset: number, at: number): void {
+  buf.writeUInt32BE(Math.floor(offset / 0x100000000), at);
+  buf.writeUInt32BE(offset >>> 0, at + 4);
 }
 
 export interface ServedExport {
@@ -136,7 +143,8 @@ export class TransmissionConnection {
     }
   }
 
-  private send(parts: Buffer[]): void {
+  /** Queues `parts` in order; `written` runs once the socket is done with them (sent, or the connection failed). */
+  private send(parts: Buffer[], written?: () => void): void {
     if (this.socket.destroyed) return;
     if (!this.corked) {
       // Replies finished in the same turn leave in one write.
@@ -147,15 +155,17 @@ export class TransmissionConnection {
         this.socket.uncork();
       });
     }
-    for (const p of parts) this.socket.write(p);
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(parts[i]!);
+    this.socket.write(parts[last]!, written);
   }
 
-  private simpleReply(req: NbdRequest, error: number, data?: Buffer): void {
+  private simpleReply(req: NbdRequest, error: number, data?: Buffer, written?: () => void): void {
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(error, 4);
     req.handle.copy(h, 8);
-    this.send(data && data.length > 0 ? [h, data] : [h]);
+    this.send(data && data.length > 0 ? [h, data] : [h], written);
   }
 
   private chunkHeader(req: NbdRequest, flags: number, type: number, length: number): Buffer {
@@ -278,38 +288,48 @@ export class TransmissionConnection {
 
   private async read(req: NbdRequest): Promise<void> {
     const backend = this.exp.backend;
-    if (!this.state.structuredReply) {
-      const buf = Buffer.allocUnsafe(req.length);
-      if (req.length > 0) await backend.read(req.offset, buf);
-      return this.simpleReply(req, 0, buf);
-    }
     if (req.length === 0) return this.doneReply(req);
-    if (req.flags & CMD_FLAG.DF) {
-      const buf = Buffer.allocUnsafe(req.length);
-      await backend.read(req.offset, buf);
-      return this.sendChunks(req, [{ offset: req.offset, data: buf }]);
+    if (!this.state.structuredReply || req.flags & CMD_FLAG.DF) {
+      const buf = takeReadBuffer(req.length);
+      try {
+        await backend.read(req.offset, buf);
+      } catch (err) {
+        releaseReadBuffer(buf);
+        throw err;
+      }
+      const written = (): void => releaseReadBuffer(buf);
+      if (!this.state.structuredReply) return this.simpleReply(req, 0, buf, written);
+      return this.sendChunks(req, [{ offset: req.offset, data: buf }], written);
     }
     // Holes go out as hole chunks: the client learns they read as zero without the bytes crossing the wire.
     const chunks: Array<{ offset: number; data?: Buffer; hole?: number }> = [];
+    const release = (): void => {
+      for (const c of chunks) if (c.data) releaseReadBuffer(c.data);
+    };
     const end = req.offset + req.length;
-    for (let pos = req.offset; pos < end; ) {
-      const st = await backend.blockStatus(pos, end - pos);
-      const len = st.bytes;
-      const last = chunks[chunks.length - 1];
-      if (st.status & STATUS.ZERO) {
-        if (last?.hole !== undefined) last.hole += len;
-        else chunks.push({ offset: pos, hole: len });
-      } else {
-        const data = Buffer.allocUnsafe(len);
-        await backend.read(pos, data);
-        chunks.push({ offset: pos, data });
+    try {
+      for (let pos = req.offset; pos < end; ) {
+        const st = await backend.blockStatus(pos, end - pos);
+        const len = st.bytes;
+        const last = chunks[chunks.length - 1];
+        if (st.status & STATUS.ZERO) {
+          if (last?.hole !== undefined) last.hole += len;
+          else chunks.push({ offset: pos, hole: len });
+        } else {
+          const data = takeReadBuffer(len);
+          chunks.push({ offset: pos, data });
+          await backend.read(pos, data);
+        }
+        pos += len;
       }
-      pos += len;
+    } catch (err) {
+      release();
+      throw err;
     }
-    this.sendChunks(req, chunks);
+    this.sendChunks(req, chunks, release);
   }
 
-  private sendChunks(req: NbdRequest, chunks: Array<{ offset: number; data?: Buffer; hole?: number }>): void {
+  private sendChunks(req: NbdRequest, chunks: Array<{ offset: number; data?: Buffer; hole?: number }>, written?: () => void): void {
     const parts: Buffer[] = [];
     chunks.forEach((c, i) => {
       const flags = i === chunks.length - 1 ? REPLY_FLAG_DONE : 0;
@@ -321,17 +341,17 @@ export class TransmissionConnection {
         h.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, 6);
         req.handle.copy(h, 8);
         h.writeUInt32BE(8 + c.data.length, 16);
-        h.writeBigUInt64BE(BigInt(c.offset), 20);
+        writeOffset(h, c.offset, 20);
         parts.push(h, c.data);
       } else {
         const h = this.chunkHeader(req, flags, REPLY_TYPE.OFFSET_HOLE, 12);
         const body = Buffer.allocUnsafe(12);
-        body.writeBigUInt64BE(BigInt(c.offset));
+        writeOffset(body, c.offset, 0);
         body.writeUInt32BE(c.hole!, 8);
         parts.push(h, body);
       }
     });
-    this.send(parts);
+    this.send(parts, written);
   }
 
   private async blockStatus(req: NbdRequest): Promise<void> {

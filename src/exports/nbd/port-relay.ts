@@ -108,7 +108,8 @@ export class PortStream extends Duplex {
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     if (this.gone) return callback(Object.assign(new Error('the connection is closed'), { code: 'EPIPE' }));
     this.unacked += chunk.length;
-    this.post({ t: 'data', b: chunk });
+    // A message carries a view's whole backing store: post only the bytes when the chunk is part of a larger one.
+    this.post({ t: 'data', b: chunk.byteLength === chunk.buffer.byteLength ? chunk : Uint8Array.prototype.slice.call(chunk) });
     callback();
   }
 
