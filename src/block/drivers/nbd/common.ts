@@ -5,9 +5,17 @@
  */
 import { requestType } from '../../../common/channel';
 import { MAX_PAYLOAD } from '../../../exports/nbd/protocol';
+import type { TlsCredentials } from '../../../crypto/tls-credentials';
 
 /** Where the server listens: the variants of SocketAddress a client can reach from Node. */
 export type NbdServerAddress = { type: 'unix'; path: string } | { type: 'inet'; host: string; port: string; family?: 4 | 6; keepAlive?: boolean };
+
+/** What a connection needs for TLS: the credentials, and the name the server's certificate must carry. */
+export interface NbdClientTls {
+  creds: TlsCredentials;
+  /** tls-hostname, else the host of an inet address; undefined for a unix socket without tls-hostname. */
+  hostname?: string;
+}
 
 /** What a connection needs to negotiate, again and again across reconnects. */
 export interface NbdConnectOptions {
@@ -18,6 +26,8 @@ export interface NbdConnectOptions {
   metaContext: string;
   /** Whether the meta context was asked for explicitly (x-dirty-bitmap): then it must exist. */
   metaContextRequired: boolean;
+  /** Set with tls-creds: STARTTLS before anything else, again on every reconnect. */
+  tls?: NbdClientTls;
 }
 
 /** What negotiation learnt about the export. */

@@ -1,5 +1,6 @@
 /**
- * A fresh connection to the server: dial, then negotiate. With an open
+ * A fresh connection to the server: dial, then negotiate (with TLS when
+ * the node has credentials; a reconnect does the handshake again). With an open
  * timeout, failures are retried until it runs out, as QEMU's client does.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,8 +12,8 @@ import { Transmission } from './transmission';
 export async function connectOnce(options: NbdConnectOptions): Promise<Transmission> {
   const socket = await dial(options.server);
   try {
-    const { info, leftover } = await negotiate(socket, options);
-    return new Transmission(socket, info, leftover);
+    const negotiated = await negotiate(socket, options);
+    return new Transmission(negotiated.socket, negotiated.info, negotiated.leftover);
   } catch (err) {
     socket.destroy();
     throw err;

@@ -12,8 +12,8 @@ import { PERM_ALL } from '../../common/permissions';
 import type { GsDriver } from '../../global-state/driver-gs';
 import { getDefaultContext } from '../../global-state/io-contexts';
 import { TFLAG, META_BASE_ALLOCATION } from '../../../exports/nbd/protocol';
-import { maxTransferOf, nbdClientConnect, nbdClientRelease, requestAlignmentOf, type NbdClientState, type NbdServerAddress } from './common';
-import { resolveTlsCreds } from './tls-creds';
+import { maxTransferOf, nbdClientConnect, nbdClientRelease, requestAlignmentOf, type NbdClientState, type NbdConnectOptions, type NbdServerAddress } from './common';
+import { tlsCredsFor } from '../../../objects/objects';
 
 type SocketAddressOption = { type: string; [key: string]: unknown };
 
@@ -73,13 +73,19 @@ export const nbdGs: GsDriver<NbdClientState> = {
 
   async open(ctx, options) {
     assertMainLoop();
-    const connect = {
-      server: serverAddress(options.server as SocketAddressOption),
+    const server = serverAddress(options.server as SocketAddressOption);
+    const connect: NbdConnectOptions = {
+      server,
       exportName: (options.export as string | undefined) ?? '',
       metaContext: (options['x-dirty-bitmap'] as string | undefined) ?? META_BASE_ALLOCATION,
       metaContextRequired: options['x-dirty-bitmap'] !== undefined,
     };
-    if (options['tls-creds'] !== undefined) resolveTlsCreds(String(options['tls-creds']));
+    if (options['tls-creds'] !== undefined) {
+      const creds = tlsCredsFor(String(options['tls-creds']), 'client');
+      // As QEMU: the certificate is checked against tls-hostname, else the host dialled; a unix socket has none.
+      const hostname = (options['tls-hostname'] as string | undefined) ?? (server.type === 'inet' ? server.host : undefined);
+      connect.tls = { creds, ...(hostname !== undefined ? { hostname } : {}) };
+    }
     const reconnectDelay = seconds(options, 'reconnect-delay');
     const openTimeout = seconds(options, 'open-timeout');
 

@@ -2,6 +2,8 @@
  * The client side of NBD negotiation (fixed newstyle, `doc/proto.md`):
  * structured replies, one meta context for block status, then NBD_OPT_GO
  * with NBD_INFO_BLOCK_SIZE; servers without NBD_OPT_GO get NBD_OPT_EXPORT_NAME.
+ * With TLS credentials, NBD_OPT_STARTTLS comes first and the rest happens
+ * inside the TLS session.
  * Errors are worded as QEMU's NBD client words them.
  */
 import type * as net from 'node:net';
@@ -9,6 +11,7 @@ import { IoError } from '../../common/io-types';
 import * as P from '../../../exports/nbd/protocol';
 import type { NbdConnectOptions, NbdExportInfo } from './common';
 import { SocketReader } from './socket-reader';
+import { startTls } from './starttls';
 
 const OLDSTYLE_MAGIC = 0x00420281861253n;
 
@@ -98,13 +101,20 @@ class Negotiator {
     return { type, data };
   }
 
-  /** An option answered by a lone ACK; false when the server does not support it. */
-  async simpleOption(opt: number): Promise<boolean> {
+  /**
+   * An option answered by a lone ACK; false when the server does not support
+   * it. Unless `strict`, any error means "not supported", as in QEMU (a
+   * server that wants TLS first refuses structured replies with ERR_TLS_REQD).
+   */
+  async simpleOption(opt: number, strict: boolean): Promise<boolean> {
     this.sendOption(opt);
     const reply = await this.readReply(opt);
     if (reply.type === P.REP.ACK) return true;
     if (reply.type === P.REP.ERR_UNSUP) return false;
-    if (reply.type & 0x80000000) throw replyError(reply.type, opt);
+    if (reply.type & 0x80000000) {
+      if (!strict) return false;
+      throw replyError(reply.type, opt);
+    }
     throw new NegotiationError(`Unexpected reply type ${reply.type} to ${optionLabel(opt)}`);
   }
 
@@ -187,19 +197,22 @@ function checkBlockSizes(min: number, preferred: number, max: number): void {
 
 /**
  * Negotiates on a connected socket. Resolves with what the server told of
- * the export and the bytes already read past the handshake.
+ * the export, the bytes already read past the handshake, and the socket
+ * transmission goes on: the TLS session's when there is one.
  */
-export async function negotiate(socket: net.Socket, options: NbdConnectOptions): Promise<{ info: NbdExportInfo; leftover: Buffer }> {
-  const reader = new SocketReader(socket);
+export async function negotiate(plain: net.Socket, options: NbdConnectOptions): Promise<{ info: NbdExportInfo; leftover: Buffer; socket: net.Socket }> {
+  let socket = plain;
+  let reader = new SocketReader(socket);
   try {
     const initial = (await readField(reader, 8, 'initial magic')).readBigUInt64BE(0);
     if (initial !== P.NBDMAGIC) throw new NegotiationError(`Bad initial magic received: 0x${initial.toString(16)}`);
     const style = (await readField(reader, 8, 'server magic')).readBigUInt64BE(0);
     if (style === OLDSTYLE_MAGIC) {
+      if (options.tls) throw new NegotiationError('Server does not support STARTTLS');
       if (options.exportName !== '') throw new NegotiationError('Server does not support non-empty export names');
       const rest = await readField(reader, 8 + 4 + 124, 'export length');
       const info: NbdExportInfo = { size: exportSize(rest.readBigUInt64BE(0)), flags: rest.readUInt32BE(8) & 0xffff, minBlock: 0, preferredBlock: 0, maxBlock: 0, structuredReplies: false };
-      return { info, leftover: reader.release() };
+      return { info, leftover: reader.release(), socket };
     }
     if (style !== P.IHAVEOPT) throw new NegotiationError(`Bad server magic received: 0x${style.toString(16)}`);
     const serverFlags = (await readField(reader, 2, 'server flags')).readUInt16BE(0);
@@ -208,16 +221,24 @@ export async function negotiate(socket: net.Socket, options: NbdConnectOptions):
     const clientFlags = Buffer.alloc(4);
     clientFlags.writeUInt32BE((fixed ? P.FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? P.FLAG_C_NO_ZEROES : 0));
     socket.write(clientFlags);
-    const n = new Negotiator(socket, reader);
+    let n = new Negotiator(socket, reader);
+
+    if (options.tls) {
+      if (!fixed) throw new NegotiationError('Server does not support STARTTLS');
+      if (!(await n.simpleOption(P.OPT.STARTTLS, true))) throw new NegotiationError("Server don't support STARTTLS option");
+      reader.release();
+      ({ socket, reader } = await startTls(socket, options.tls));
+      n = new Negotiator(socket, reader);
+    }
 
     let structuredReplies = false;
     let metaContextId: number | undefined;
     if (fixed) {
-      structuredReplies = await n.simpleOption(P.OPT.STRUCTURED_REPLY);
+      structuredReplies = await n.simpleOption(P.OPT.STRUCTURED_REPLY, false);
       if (structuredReplies) metaContextId = await n.setMetaContext(options.exportName, options.metaContext);
       if (options.metaContextRequired && metaContextId === undefined) throw new NegotiationError('Could not open image: Invalid argument');
       const went = await n.go(options.exportName);
-      if (went) return { info: { ...went, structuredReplies, metaContextId }, leftover: reader.release() };
+      if (went) return { info: { ...went, structuredReplies, metaContextId }, leftover: reader.release(), socket };
     }
     // No NBD_OPT_GO: the old way, which cannot report errors.
     n.sendOption(P.OPT.EXPORT_NAME, Buffer.from(options.exportName, 'utf8'));
@@ -231,9 +252,11 @@ export async function negotiate(socket: net.Socket, options: NbdConnectOptions):
       structuredReplies,
       metaContextId,
     };
-    return { info, leftover: reader.release() };
+    return { info, leftover: reader.release(), socket };
   } catch (err) {
     reader.release();
+    // The TLS session is this function's own; the plain socket is the caller's.
+    if (socket !== plain) socket.destroy();
     throw err;
   }
 }

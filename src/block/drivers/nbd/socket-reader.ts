@@ -16,10 +16,14 @@ export class SocketReader {
     this.queue.push(chunk);
     this.wake();
   };
-  private readonly onEnd = (): void => this.fail(new IoError('EIO', 'Unexpected end-of-file before all data were read'));
-  private readonly onError = (err: Error): void => this.fail(new IoError((err as NodeJS.ErrnoException).code ?? 'EIO', err.message));
+  private readonly onEnd = (): void => this.fail(this.describeFailure?.() ?? new IoError('EIO', 'Unexpected end-of-file before all data were read'));
+  private readonly onError = (err: Error): void => this.fail(this.describeFailure?.(err) ?? new IoError((err as NodeJS.ErrnoException).code ?? 'EIO', err.message));
 
-  constructor(private readonly socket: net.Socket) {
+  /** `describeFailure` words an end or error of the socket as its user expects (a TLS session's read errors). */
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly describeFailure?: (err?: Error) => IoError,
+  ) {
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
