@@ -37,7 +37,7 @@ import { runExclusive } from './qmp/gs-queue';
 import { MonitorSession } from './qmp/monitor';
 import { loadSchema, SCHEMA_DIR, type Schema } from './qmp/schema/schema';
 import { ArgumentValidator } from './qmp/schema/validator';
-import { Visitor } from './qmp/schema/visitor';
+import { TOP, Visitor } from './qmp/schema/visitor';
 import { versionInfo } from './version';
 
 /** An error that ends start-up: printed as one line, exit status 1. */
@@ -71,7 +71,7 @@ export class Daemon {
   /** Types an option value: JSON as QMP would, key=value strings as QEMU's keyval visitor would. */
   private typed(action: Extract<CommandLineAction, { value: unknown }>, type: string): Record<string, unknown> {
     const visitor = action.option !== 'trace' && action.json ? new Visitor(this.schema) : new Visitor(this.schema, keyvalTyping);
-    return visitor.visit(action.value, type, '') as Record<string, unknown>;
+    return visitor.visit(action.value, type, TOP) as Record<string, unknown>;
   }
 
   async apply(actions: CommandLineAction[]): Promise<void> {

@@ -2,11 +2,12 @@
  * The same QMP sessions against qbd and qemu-storage-daemon; the replies must
  * match structurally, error classes and descriptions to the letter.
  */
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise, structuralDiff } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { QBD, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 
 interface Step {
@@ -195,4 +196,181 @@ describe.skipIf(!toolAvailable('qemu-storage-daemon'))('qbd answers like qemu-st
       expect(diffs.join('\n')).toBe('');
     });
   }
+});
+
+/**
+ * Arguments the input visitor refuses below the top level: missing members,
+ * wrong types, enum values it does not know and unexpected members, inside
+ * structs, lists, flat unions, alternates, transaction actions and
+ * object-add's flattened properties. Each is one command's arguments.
+ */
+const NESTED_QMP: Array<[command: string, args: Record<string, unknown>]> = [
+  // object-add: the properties sit beside qom-type and id.
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x' }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'allow' }, { match: 'y' }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'bad' }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'allow', format: 'bad' }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 5, policy: 'allow' }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'allow', zz: 1, yy: 2 }] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [5] }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: 5 }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', policy: 'bad' }],
+  ['object-add', { 'qom-type': 'authz-list', id: 'a', policy: 5 }],
+  ['object-add', { 'qom-type': 'iothread', id: 'x', 'poll-max-ns': 1.5 }],
+  ['object-add', { 'qom-type': 'iothread', id: 'x', 'poll-max-ns': 'x', zz: 1 }],
+  ['object-add', { 'qom-type': 'tls-creds-x509', id: 'a', endpoint: 'bad' }],
+  ['object-add', { 'qom-type': 'tls-creds-x509', id: 'a', 'verify-peer': 'x' }],
+  ['object-add', { 'qom-type': 'authz-simple' }],
+  // blockdev-add: flat unions at depth 1, 2 and 3, and alternates.
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file' } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file', filename: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file', filename: 'x', aio: 'bad' } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file', filename: 'x', aio: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file', filename: 'x', zz: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', zz: 1, yy: 2 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'bad', filename: 'x' } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: {} }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', cache: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', size: 1.5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', 'latency-ns': 'x' } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', 'latency-ns': 1.5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'null-co', 'detect-zeroes': 'bad' } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'file', filename: 'x', cache: { direct: 5 } } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: { driver: 'file' } } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: { driver: 'file', aio: 'bad', filename: 'x' } } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: { driver: 'file', filename: 'x', cache: { direct: 5 } } } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: { driver: 'file', filename: 'x', cache: { direct: true, zz: 1 } } } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: 5 } }],
+  ['blockdev-add', { driver: 'raw', 'node-name': 'a', file: { driver: 'raw', file: [] } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', backing: 5 }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', backing: { driver: 'raw' } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', backing: { driver: 'raw', file: { driver: 'file' } } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', encrypt: { format: 'bad' } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', 'overlap-check': 5 }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', 'overlap-check': 'bad' }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', 'overlap-check': { template: 'bad' } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', 'overlap-check': { zz: 1 } }],
+  ['blockdev-add', { driver: 'qcow2', 'node-name': 'a', file: 'x', 'overlap-check': { 'active-l1': 5 } }],
+  // transaction: a list of simple-union actions with their data one level down.
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { name: 'b' } }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 5, name: 'b' } }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b', zz: 1 } }] }],
+  ['transaction', { actions: [{ type: 'bad', data: {} }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add' }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b' } }, { type: 'blockdev-backup', data: { device: 'n', target: 't', sync: 'bad' } }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b' } }], properties: { 'completion-mode': 'bad' } }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b', granularity: -1 } }] }],
+  ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b', granularity: 'x' } }] }],
+  ['transaction', { actions: [5] }],
+  // Unsigned members read through QEMU's uint64 visitor, at the top level too.
+  ['block-dirty-bitmap-add', { node: 'n', name: 'b', granularity: 'x' }],
+  ['block-dirty-bitmap-add', { node: 'n', name: 'b', granularity: 1.5 }],
+  ['block-dirty-bitmap-add', { node: 'n', name: 'b', granularity: -1 }],
+  ['blockdev-create', { 'job-id': 'j', options: { driver: 'file', filename: 'x', size: 'x' } }],
+  ['blockdev-create', { 'job-id': 'j', options: { driver: 'qcow2', file: 'x', size: 1, 'cluster-size': 1.5 } }],
+  ['nbd-server-start', { addr: { type: 'unix', data: { path: 'x' } }, 'max-connections': -1 }],
+  ['nbd-server-start', { addr: { type: 'unix', data: { path: 'x' } }, 'max-connections': 'x' }],
+  // Lists of alternates, and a union under a union.
+  ['block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', bitmaps: ['a', 5] }],
+  ['block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', bitmaps: ['a', { node: 'n' }] }],
+  ['block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', bitmaps: ['a', { node: 'n', name: 5 }] }],
+  ['nbd-server-start', { addr: { type: 'inet', data: { host: 'x' } } }],
+  ['nbd-server-start', { addr: { type: 'inet', data: { host: 'x', port: '1', ipv4: 'x' } } }],
+  ['nbd-server-start', { addr: { type: 'bad' } }],
+  ['nbd-server-start', { addr: { type: 'unix', data: { path: 'x', zz: 1 } } }],
+];
+
+/** The same arguments as command-line options: key=value syntax (list elements `.0`) and JSON. */
+const NESTED_OPTIONS: string[][] = [
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=file'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=file,file.filename=x,file.aio=bad'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=file,file.filename=x,file.zz=1'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=bad'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=raw,file.file.driver=file'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=raw,file.file.driver=file,file.file.filename=x,file.file.cache.direct=x'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=raw,file.file.driver=file,file.file.filename=x,file.file.cache.zz=1'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=null-co,file.size=x'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=null-co,file.latency-ns=x'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=null-co,file.cache=x'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=null-co,file.read-zeroes=x'],
+  ['--blockdev', 'driver=raw,node-name=a,file.driver=null-co,file.detect-zeroes=bad'],
+  ['--blockdev', 'driver=qcow2,node-name=a,file=x,overlap-check.template=bad'],
+  ['--blockdev', 'driver=qcow2,node-name=a,file=x,overlap-check=bad'],
+  ['--blockdev', 'driver=qcow2,node-name=a,file=x,overlap-check.zz=1'],
+  ['--blockdev', 'driver=qcow2,node-name=a,file=x,l2-cache-entry-size=x'],
+  ['--object', 'authz-list,id=a,rules.0.match=x'],
+  ['--object', 'authz-list,id=a,rules.0.match=x,rules.0.policy=allow,rules.1.match=y'],
+  ['--object', 'authz-list,id=a,rules.0.match=x,rules.0.policy=bad'],
+  ['--object', 'authz-list,id=a,rules.0.match=x,rules.0.policy=allow,rules.0.zz=1'],
+  ['--object', 'authz-list,id=a,rules.0.match=x,rules.0.policy=allow,rules.0.format=bad'],
+  ['--object', 'authz-list,id=a,rules=x'],
+  ['--object', 'authz-list,id=a,rules.0=x'],
+  ['--object', 'authz-list,id=a,rules.0.match=x,rules.0.policy=allow,rules.0.format=glob,rules.1=y'],
+  ['--object', 'iothread,id=x,poll-max-ns=x'],
+  ['--object', 'iothread,id=x,zz=1'],
+  ['--object', 'tls-creds-x509,id=a,endpoint=bad'],
+  ['--object', 'tls-creds-x509,id=a,verify-peer=x'],
+  ['--nbd-server', 'addr.type=inet,addr.host=x'],
+  ['--nbd-server', 'addr.type=inet,addr.host=x,addr.port=1,addr.ipv4=x'],
+  ['--nbd-server', 'addr.type=bad'],
+  ['--nbd-server', 'addr.type=unix,addr.path=x,addr.zz=1'],
+  ['--nbd-server', 'addr.type=unix,addr.path=x,max-connections=-1'],
+  ['--nbd-server', 'addr.type=unix,addr.path=x,max-connections=x'],
+  ['--nbd-server', 'addr.type=unix,addr.path=x,max-connections=99999999999'],
+  ['--export', 'type=nbd,id=e,node-name=n,bitmaps.0=a,bitmaps.1.node=n'],
+  ['--export', 'type=nbd,id=e,node-name=n,bitmaps.0.node=n,bitmaps.0.name=b,bitmaps.0.zz=1'],
+  ['--blockdev', '{"driver":"raw","node-name":"a","file":{"driver":"file"}}'],
+  ['--blockdev', '{"driver":"raw","node-name":"a","file":{"driver":"file","filename":"x","aio":"bad"}}'],
+  ['--blockdev', '{"driver":"raw","node-name":"a","file":{"driver":"null-co","latency-ns":"x"}}'],
+  ['--object', '{"qom-type":"authz-list","id":"a","rules":[{"match":"x"}]}'],
+  ['--object', '{"qom-type":"authz-list","id":"a","rules":[{"match":"x","policy":"bad"}]}'],
+  ['--object', '{"qom-type":"authz-list","id":"a","rules":[{"match":"x","policy":"allow","zz":1}]}'],
+];
+
+interface Refusal {
+  status: number | null;
+  stderr: string;
+}
+
+/** Runs a daemon with `argv` alone, expecting it to refuse them; its program name is left out of the message. */
+function refusal(flavour: 'qbd' | 'qsd', argv: string[]): Promise<Refusal> {
+  const [file, args, name] = flavour === 'qbd' ? [process.execPath, [QBD, ...argv], 'qbd'] : ['qemu-storage-daemon', argv, 'qemu-storage-daemon'];
+  return new Promise((resolve) => {
+    // One that accepted its options keeps running: the kill makes that a visible mismatch.
+    execFile(file, args, { timeout: 15_000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+      const status = err ? ((err as { code?: unknown }).code as number | null) : 0;
+      resolve({ status: typeof status === 'number' ? status : null, stderr: stderr.split(`${name}: `).join('<daemon>: ') });
+    });
+  });
+}
+
+describe.skipIf(!toolAvailable('qemu-storage-daemon'))('nested argument errors are worded like qemu-storage-daemon', () => {
+  const replies: Record<'qbd' | 'qsd', unknown[]> = { qbd: [], qsd: [] };
+  const refusals: Record<'qbd' | 'qsd', Refusal[]> = { qbd: [], qsd: [] };
+
+  beforeAll(async () => {
+    const steps = [{ send: '{"execute":"qmp_capabilities"}' }, ...NESTED_QMP.map(([execute, args]) => ({ send: JSON.stringify({ execute, arguments: args }) }))];
+    const [ours, theirs] = await Promise.all([session('qbd', steps), session('qsd', steps)]);
+    // Past the greeting and the negotiation.
+    replies.qbd = ours.slice(2);
+    replies.qsd = theirs.slice(2);
+    for (const argv of NESTED_OPTIONS) {
+      const [ours, theirs] = await Promise.all([refusal('qbd', argv), refusal('qsd', argv)]);
+      refusals.qbd.push(ours);
+      refusals.qsd.push(theirs);
+    }
+  }, 240_000);
+
+  it.each(NESTED_QMP.map((c, i) => [i, ...c] as const))('QMP case %i: %s %j', (i) => {
+    const theirs = replies.qsd[i] as { error?: { class: string; desc: string } };
+    expect(theirs.error, 'the reference refuses it').toBeDefined();
+    expect((replies.qbd[i] as { error?: unknown }).error).toEqual(theirs.error);
+  });
+
+  it.each(NESTED_OPTIONS.map((argv, i) => [i, argv] as const))('command-line case %i: %j', (i) => {
+    const theirs = refusals.qsd[i]!;
+    expect(theirs.status, 'the reference refuses it').toBe(1);
+    expect(refusals.qbd[i]).toEqual(theirs);
+  });
 });

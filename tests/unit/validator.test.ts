@@ -7,7 +7,7 @@ import { defineCommand } from '../../src/qmp/command';
 import { Dispatcher } from '../../src/qmp/dispatcher';
 import { loadSchema, SCHEMA_DIR } from '../../src/qmp/schema/schema';
 import { ArgumentValidator } from '../../src/qmp/schema/validator';
-import { Visitor } from '../../src/qmp/schema/visitor';
+import { TOP, Visitor } from '../../src/qmp/schema/visitor';
 import { keyvalTyping, parseSize } from '../../src/cli/keyval-typing';
 
 const schema = loadSchema(SCHEMA_DIR);
@@ -44,6 +44,26 @@ describe('argument validation', () => {
     expect(error(command, args as Record<string, unknown>)).toBe(message);
   });
 
+  // Below the top level QEMU names most problems by their full path, but an
+  // enum value, an alternate's kind and a sized integer's range by the member alone.
+  it.each([
+    ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'allow' }, { match: 'y' }] }, "Parameter 'rules[1].policy' is missing"],
+    ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'bad' }] }, "Parameter 'policy' does not accept value 'bad'"],
+    ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 5, policy: 'allow' }] }, "Invalid parameter type for 'rules[0].match', expected: string"],
+    ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x', policy: 'allow', zz: 1 }] }, "Parameter 'rules[0].zz' is unexpected"],
+    ['object-add', { 'qom-type': 'authz-list', id: 'a', rules: [5] }, "Invalid parameter type for 'rules[0]', expected: object"],
+    ['blockdev-add', { driver: 'raw', file: { driver: 'file', filename: 'x', aio: 'bad' } }, "Parameter 'aio' does not accept value 'bad'"],
+    ['blockdev-add', { driver: 'raw', file: { driver: 'file', filename: 'x', aio: 5 } }, "Invalid parameter type for 'file.aio', expected: string"],
+    ['blockdev-add', { driver: 'raw', file: { driver: 'raw', file: { driver: 'file' } } }, "Parameter 'file.file.filename' is missing"],
+    ['blockdev-add', { driver: 'raw', file: { driver: 'raw', file: 5 } }, "Invalid parameter type for 'file', expected: BlockdevRef"],
+    ['blockdev-add', { driver: 'raw', file: { driver: 'null-co', 'latency-ns': 'x' } }, "Parameter 'file.latency-ns' expects uint64"],
+    ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { name: 'b' } }] }, "Parameter 'actions[0].data.node' is missing"],
+    ['transaction', { actions: [{ type: 'block-dirty-bitmap-add', data: { node: 'n', name: 'b', granularity: -1 } }] }, "Parameter 'granularity' expects uint32_t"],
+    ['block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', bitmaps: ['a', 5] }, "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr"],
+  ])('nested: %s %j → %s', (command, args, message) => {
+    expect(error(command, args as Record<string, unknown>)).toBe(message);
+  });
+
   it('accepts integers beyond 2^53 where the type allows them', () => {
     expect(error('blockdev-add', { driver: 'null-co', 'node-name': 'n', size: 2n ** 60n })).toBe('accepted');
   });
@@ -53,7 +73,7 @@ describe('command-line typing', () => {
   const visitor = new Visitor(schema, keyvalTyping);
 
   it('types key=value strings from the schema', () => {
-    expect(visitor.visit({ driver: 'null-co', 'node-name': 'n', size: '0x100000', 'read-zeroes': 'on', cache: { direct: 'off' } }, 'BlockdevOptions', '')).toEqual({
+    expect(visitor.visit({ driver: 'null-co', 'node-name': 'n', size: '0x100000', 'read-zeroes': 'on', cache: { direct: 'off' } }, 'BlockdevOptions', TOP)).toEqual({
       driver: 'null-co',
       'node-name': 'n',
       size: 1 << 20,
@@ -63,12 +83,16 @@ describe('command-line typing', () => {
   });
 
   it('takes size suffixes only where the schema says size, as QEMU does', () => {
-    expect(() => visitor.visit({ driver: 'null-co', size: '1M' }, 'BlockdevOptions', '')).toThrow("Parameter 'size' expects integer");
-    expect(visitor.visit({ 'job-id': 'j', options: { driver: 'file', filename: 'f', size: '1M' } }, 'q_obj_blockdev-create-arg', '')).toMatchObject({ options: { size: 1 << 20 } });
+    expect(() => visitor.visit({ driver: 'null-co', size: '1M' }, 'BlockdevOptions', TOP)).toThrow("Parameter 'size' expects integer");
+    expect(visitor.visit({ 'job-id': 'j', options: { driver: 'file', filename: 'f', size: '1M' } }, 'q_obj_blockdev-create-arg', TOP)).toMatchObject({ options: { size: 1 << 20 } });
+  });
+
+  it('indexes list elements with a dot, as key=value syntax does', () => {
+    expect(() => visitor.visit({ 'qom-type': 'authz-list', id: 'a', rules: [{ match: 'x' }] }, 'ObjectOptions', TOP)).toThrow("Parameter 'rules.0.policy' is missing");
   });
 
   it('keeps a node name that looks like a number a string', () => {
-    expect(visitor.visit({ driver: 'raw', 'node-name': '1', file: '2' }, 'BlockdevOptions', '')).toMatchObject({ 'node-name': '1', file: '2' });
+    expect(visitor.visit({ driver: 'raw', 'node-name': '1', file: '2' }, 'BlockdevOptions', TOP)).toMatchObject({ 'node-name': '1', file: '2' });
   });
 
   it('parses sizes with suffixes and fractions like QEMU', () => {

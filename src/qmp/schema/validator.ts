@@ -9,7 +9,7 @@
  */
 import type { ValidateFunction } from 'ajv';
 import { BUILTINS, type Schema, type TypeRef } from './schema';
-import { Visitor } from './visitor';
+import { TOP, Visitor } from './visitor';
 import { QmpError } from '../errors';
 import { qdictKeyOrder } from '../qmp-json';
 import { firstUnexpected } from './unvisited-order';
@@ -108,7 +108,7 @@ export class ArgumentValidator {
     }
     const check = this.compiled.get(command)!;
     if (check(args)) return args;
-    return this.visitor.visit(args, cmd.argType, '') as Record<string, unknown>;
+    return this.visitor.visit(args, cmd.argType, TOP) as Record<string, unknown>;
   }
 }
 

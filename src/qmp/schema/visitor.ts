@@ -2,7 +2,11 @@
  * Checks a value against a schema type the way QEMU's QObject input visitor
  * does, so errors name the same parameter with the same words: members in
  * declaration order (base first, then the union variant), then unexpected
- * members in QDict order. Used when the compiled ajv validator rejects
+ * members in QDict order. Like QEMU, most errors name the member by its
+ * full path (`rules[0].policy`, or `rules.0.policy` in key=value syntax),
+ * but a rejected enum value, an alternate of the wrong kind and an integer
+ * out of its sized type's range name only the member itself (`null` for a
+ * list element). Used when the compiled ajv validator rejects
  * input, to say why in QEMU's terms; and for command-line values, where it
  * also types the strings of key=value syntax.
  */
@@ -35,9 +39,20 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function join(path: string, name: string): string {
-  return path ? `${path}.${name}` : name;
+/** Where a value sits: its full path for most errors, and its own name for the few QEMU words with it alone. */
+export interface Place {
+  path: string;
+  name: string;
 }
+
+/** The place of the arguments themselves. */
+export const TOP: Place = { path: '', name: '' };
+
+function member(at: Place, name: string): Place {
+  return { path: at.path ? `${at.path}.${name}` : name, name };
+}
+
+const UNSIGNED = new Set(['uint8', 'uint16', 'uint32', 'uint64', 'size']);
 
 function typeError(name: string, expected: string): QmpError {
   return QmpError.generic(`Invalid parameter type for '${name}', expected: ${expected}`);
@@ -50,8 +65,9 @@ export class Visitor {
   ) {}
 
   /** Returns the value with command-line strings typed; throws QmpError on the first problem. */
-  visit(value: unknown, type: TypeRef, name: string): unknown {
-    if (Array.isArray(type)) return this.visitList(value, type[0], name);
+  visit(value: unknown, type: TypeRef, at: Place): unknown {
+    const name = at.path;
+    if (Array.isArray(type)) return this.visitList(value, type[0], at);
     switch (type) {
       case 'any':
         return value;
@@ -71,78 +87,82 @@ export class Visitor {
         return value;
     }
     const range = INT_RANGES[type];
-    if (range) return this.visitInt(value, type, range, name);
+    if (range) return this.visitInt(value, type, range, at);
     const def = this.schema.type(type);
     switch (def.meta) {
       case 'enum':
         if (typeof value !== 'string') throw typeError(name, 'string');
-        if (!def.values.includes(value)) throw QmpError.generic(`Parameter '${name}' does not accept value '${value}'`);
+        if (!def.values.includes(value)) throw QmpError.generic(`Parameter '${at.name}' does not accept value '${value}'`);
         return value;
       case 'struct':
-        return this.visitMembers(value, def.members, [], name);
+        return this.visitMembers(value, def.members, [], at);
       case 'union': {
         if (!isObject(value)) throw typeError(name, 'object');
-        const out = this.visitMembers(value, def.members, null, name) as Record<string, unknown>;
+        const out = this.visitMembers(value, def.members, null, at) as Record<string, unknown>;
         const variant = def.variants[String(out[def.discriminator])];
         const variantMembers = variant ? this.schema.members(variant) : [];
-        const rest = this.visitMembers(value, variantMembers, def.members, name) as Record<string, unknown>;
+        const rest = this.visitMembers(value, variantMembers, def.members, at) as Record<string, unknown>;
         return { ...out, ...rest };
       }
       case 'alternate':
-        return this.visitAlternate(value, def.name, def.branches, name);
+        return this.visitAlternate(value, def.name, def.branches, at);
     }
   }
 
   /** Visits `members`; `alsoKnown` are members visited elsewhere (a union's base), or null to skip the unexpected check. */
-  private visitMembers(value: unknown, members: Member[], alsoKnown: Member[] | null, name: string): unknown {
-    if (!isObject(value)) throw typeError(name, 'object');
+  private visitMembers(value: unknown, members: Member[], alsoKnown: Member[] | null, at: Place): unknown {
+    if (!isObject(value)) throw typeError(at.path, 'object');
     const out: Record<string, unknown> = {};
     for (const m of members) {
       const v = value[m.name];
       if (v === undefined) {
-        if (!m.optional) throw QmpError.generic(`Parameter '${join(name, m.name)}' is missing`);
+        if (!m.optional) throw QmpError.generic(`Parameter '${member(at, m.name).path}' is missing`);
         continue;
       }
-      out[m.name] = this.visit(v, m.type, join(name, m.name));
+      out[m.name] = this.visit(v, m.type, member(at, m.name));
     }
     if (alsoKnown !== null) {
       const known = new Set([...members, ...alsoKnown].map((m) => m.name));
       const extra = firstUnexpected(qdictKeyOrder(Object.keys(value)), known);
-      if (extra !== undefined) throw QmpError.generic(`Parameter '${join(name, extra)}' is unexpected`);
+      if (extra !== undefined) throw QmpError.generic(`Parameter '${member(at, extra).path}' is unexpected`);
     }
     return out;
   }
 
-  private visitList(value: unknown, element: string, name: string): unknown {
-    if (!Array.isArray(value)) throw typeError(name, 'array');
-    // QEMU 7.2 names list elements 'null' in its messages.
-    return value.map((v) => this.visit(v, element, 'null'));
+  private visitList(value: unknown, element: string, at: Place): unknown {
+    if (!Array.isArray(value)) throw typeError(at.path, 'array');
+    // An element has no name of its own: QEMU calls it 'null', and indexes it in the path.
+    const index = (i: number): string => (this.keyval ? `${at.path}.${i}` : `${at.path}[${i}]`);
+    return value.map((v, i) => this.visit(v, element, { path: index(i), name: 'null' }));
   }
 
-  private visitInt(value: unknown, type: string, [min, max]: [bigint, bigint], name: string): unknown {
+  private visitInt(value: unknown, type: string, [min, max]: [bigint, bigint], at: Place): unknown {
+    const name = at.path;
     let v = value;
     if (this.keyval && typeof v === 'string') v = this.keyval.int(v, name, type);
-    if (typeof v === 'number' && !Number.isInteger(v)) throw typeError(name, 'integer');
-    if (typeof v !== 'number' && typeof v !== 'bigint') throw typeError(name, 'integer');
+    // QEMU reads every unsigned type through its uint64 visitor, which words a non-integer its own way.
+    const notInteger = (): QmpError => (UNSIGNED.has(type) ? QmpError.generic(`Parameter '${name}' expects uint64`) : typeError(name, 'integer'));
+    if (typeof v === 'number' && !Number.isInteger(v)) throw notInteger();
+    if (typeof v !== 'number' && typeof v !== 'bigint') throw notInteger();
     let big = BigInt(v);
     // QEMU reads a negative JSON integer into a uint64 as its two's complement.
     if (type === 'uint64' && big < 0n && big >= -(2n ** 63n)) big += 2n ** 64n;
     if (big < min || big > max) {
       // A value that fits 64 bits but not the member's sized type fails QEMU's visit_type_<type>() range check.
       const sized = type !== 'int' && type !== 'int64' && type !== 'uint64' && type !== 'size';
-      if (sized && big >= -(2n ** 63n) && big < 2n ** 64n) throw QmpError.generic(`Parameter '${name}' expects ${type}_t`);
-      throw typeError(name, 'integer');
+      if (sized && big >= -(2n ** 63n) && big < 2n ** 64n) throw QmpError.generic(`Parameter '${at.name}' expects ${type}_t`);
+      throw notInteger();
     }
     if (big !== BigInt(v)) return big;
     return typeof v === 'bigint' && big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
 
   /** QEMU picks an alternate's branch by the JSON type of the value. */
-  private visitAlternate(value: unknown, typeName: string, branches: Array<{ name: string; type: TypeRef }>, name: string): unknown {
+  private visitAlternate(value: unknown, typeName: string, branches: Array<{ name: string; type: TypeRef }>, at: Place): unknown {
     for (const b of branches) {
-      if (this.jsonKindMatches(value, b.type)) return this.visit(value, b.type, name);
+      if (this.jsonKindMatches(value, b.type)) return this.visit(value, b.type, at);
     }
-    throw typeError(name, typeName);
+    throw typeError(at.name, typeName);
   }
 
   private jsonKindMatches(value: unknown, type: TypeRef): boolean {
