@@ -3,7 +3,9 @@
  * first unless mode is `existing`. The source must be a root node. sync=top
  * without a backing file becomes full; the new image of sync=top gets the
  * source's backing file as backing file, and its backing node reads through
- * to it. sync=none is refused.
+ * to it. The new image of sync=none gets the source itself as backing
+ * file, and the source as backing node at the pivot, as in QEMU (which opens
+ * it without backing until then).
  * The target stays open after a pivot (it took the source's place) and
  * closes otherwise.
  */
@@ -27,13 +29,13 @@ export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
     backingOf = source.child('backing');
     if (!backingOf) sync = 'full';
   } else if (sync === 'none') {
-    // The new image would need the source as backing node from the pivot on, which qbd cannot attach yet.
-    throw QmpError.generic(`drive-mirror with sync 'none' is not supported`);
+    // The new image's backing file is the source; it is opened without it, and the source becomes its backing node at the pivot.
+    backingOf = source;
   }
-  const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, backingOf, true);
+  const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, backingOf, sync !== 'none');
   const { 'node-name': _n, format: _f, mode: _m, ...rest } = args;
   try {
-    await startMirror({ ...rest, sync, target: target.name }, { targetIsNew: (args.mode ?? 'absolute-paths') !== 'existing', afterClean: () => closeDriveTarget(target) });
+    await startMirror({ ...rest, sync, target: target.name }, { targetIsNew: (args.mode ?? 'absolute-paths') !== 'existing', sourceBacksTarget: sync === 'none', afterClean: () => closeDriveTarget(target) });
   } catch (err) {
     await closeDriveTarget(target);
     throw err;

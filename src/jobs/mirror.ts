@@ -10,7 +10,8 @@ import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
 import { PERM, PERM_ALL } from '../block/common/permissions';
 import type { BackendParent, BlockNode } from '../block/global-state/block-node';
-import { attachChild, findNode } from '../block/global-state/graph';
+import { attachChild, findNode, replaceNode, syncChildren } from '../block/global-state/graph';
+import * as proto from '../block/common/io-context-protocol';
 import { moveToContext } from '../block/global-state/iothread-move';
 import { mirrorTopGs } from '../block/drivers/mirror-top/gs';
 import { jobFinalCopy, type MirrorRunParams, type OnError } from './common/job-control';
@@ -48,6 +49,8 @@ export interface MirrorTargetFacts {
   commit?: ActiveCommitSetup;
   /** Runs once the job's graph changes are undone. */
   afterClean?: () => Promise<void>;
+  /** drive-mirror sync=none: the target gets the source as backing node at the pivot (it was opened without one). */
+  sourceBacksTarget?: boolean;
 }
 
 export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {}): Promise<void> {
@@ -131,7 +134,23 @@ export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {
     await removeFilter(f, toTarget ? target : source, [source, target], async () => {
       if (success) await b.ctx.channel.request(jobFinalCopy, { id: b.id });
       b.dropEdges();
+      if (toTarget) await pivotSourceUsers();
     });
+  };
+
+  /**
+   * The pivot for what stays on the source while the job runs: the target's
+   * backing edge to the source (sync=none of drive-mirror) is made first, so
+   * it stays there, then exports move to the target, as QEMU's replacement
+   * of the source node moves every parent.
+   */
+  const pivotSourceUsers = async (): Promise<void> => {
+    if (facts.sourceBacksTarget && !target.child('backing')) {
+      attachChild(target, source, 'backing');
+      await syncChildren(target);
+    }
+    const moved = replaceNode(source, target, (e) => e.parent.kind !== 'backend' || e.parent.graphType === 'block-job');
+    if (moved.length > 0) await source.ctx.channel.request(proto.replaceBackendRoot, { from: source.name, to: target.name });
   };
 
   bj.job.create();

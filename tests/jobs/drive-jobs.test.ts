@@ -119,7 +119,7 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
     for (const job of ['d1', 'd2']) expect(eventsOf(r.qbd.t.events, job)).toEqual(eventsOf(r.qsd.t.events, job));
   });
 
-  for (const sync of ['top'] as const) {
+  for (const sync of ['top', 'none'] as const) {
     it(`drive-mirror sync=${sync}: after the pivot an export of the source reads the same data through the new image`, async () => {
       const r = await both(chain, async ({ t, c, dir }: Session) => {
         await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: `${dir}/top.qcow2` } });
@@ -136,9 +136,16 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
         await t.until('BLOCK_JOB_COMPLETED');
         execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, `${dir}/after.raw`]);
         expect(same(`${dir}/before.raw`, `${dir}/after.raw`)).toBe(true);
+        // The export now writes the new image, which reads the rest through its backing chain.
+        execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 7 6M 64k', uri], { stdio: 'ignore' });
+        execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 7 6M 64k', `${dir}/after.raw`], { stdio: 'ignore' });
         await c.cmd('block-export-del', { id: 'e' });
+        await t.run('query-block-exports');
+        expect(same(`${dir}/new.qcow2`, `${dir}/after.raw`)).toBe(true);
+        expect(same(`${dir}/top.qcow2`, `${dir}/before.raw`)).toBe(true);
         const backing = info(`${dir}/new.qcow2`).backing as string;
-        expect(backing.replace(dir, 'DIR')).toBe('DIR/base.qcow2');
+        // sync=top: the source's backing file; sync=none: the source itself.
+        expect(backing.replace(dir, 'DIR')).toBe(sync === 'top' ? 'DIR/base.qcow2' : 'DIR/top.qcow2');
         expect(clean(`${dir}/new.qcow2`)).toBe(true);
       });
       expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);

@@ -154,6 +154,12 @@ export class MirrorRun extends RunBase {
     let first = this.bitmap.nextDirty(this.cursor);
     if (first < 0) first = this.bitmap.nextDirty(0);
     if (first < 0) return;
+    // Never two copies of one chunk at once: the older could land last, with data the newer replaced.
+    const busy = this.opOver(first);
+    if (busy) {
+      await busy.done;
+      return;
+    }
     const cap = this.limiter.requestCap(g) || MAX_COPY_REQUEST;
     let maxChunks = Math.max(1, Math.floor(Math.min(cap, MAX_COPY_REQUEST, this.params.bufSize) / g));
     const offset = first * g;
@@ -165,7 +171,7 @@ export class MirrorRun extends RunBase {
     if (hole === 0 && !(await this.limiter.take(bytes))) return;
     // The bitmap may have changed while the limiter slept.
     if (!this.bitmap.get(first)) return;
-    const realEnd = this.bitmap.runEnd(first, end - first);
+    const realEnd = this.clipToOps(first, this.bitmap.runEnd(first, end - first));
     const realBytes = Math.min(realEnd * g, this.source.length) - offset;
     this.cursor = realEnd >= this.bitmap.chunks ? 0 : realEnd;
     this.bitmap.clearChunks(first, realEnd);
@@ -174,6 +180,18 @@ export class MirrorRun extends RunBase {
     const op: Op = { first, end: realEnd, bytes: realBytes, done: Promise.resolve() };
     op.done = this.copyOp(op, offset);
     this.ops.add(op);
+  }
+
+  /** The copy in flight that covers chunk `chunk`, if any. */
+  private opOver(chunk: number): Op | undefined {
+    for (const op of this.ops) if (op.first <= chunk && chunk < op.end) return op;
+    return undefined;
+  }
+
+  /** `end` lowered to the first chunk after `first` that a copy in flight covers. */
+  private clipToOps(first: number, end: number): number {
+    for (const op of this.ops) if (op.first > first && op.first < end) end = op.first;
+    return end;
   }
 
   /** Whole dirty chunks from `first` that read as zeros in the source (0: data there). */
