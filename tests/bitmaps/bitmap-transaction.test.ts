@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Json } from '../helpers/compare';
+import { waitFor } from '../helpers/daemons';
 import type { QmpTestClient } from '../helpers/qmp-client';
 import { toolAvailable } from '../helpers/tools';
 import { bitmapsByNode, both, hashes, qemuIo, type Session } from './support';
@@ -19,7 +20,7 @@ const DISKS = ['d0', 'd1', 'd2'];
 
 /** Events so far, without timestamps, in a stable order (the jobs run side by side). */
 function takeEvents(c: QmpTestClient): string[] {
-  const events = (c as unknown as { events: Json[] }).events.splice(0);
+  const events = c.events.splice(0);
   return events.map((e) => `${e.event} ${JSON.stringify(e.data ?? {})}`).sort();
 }
 
@@ -48,7 +49,9 @@ async function checkpoint(s: Session, mode: 'individual' | 'grouped'): Promise<J
   takeEvents(c);
   const reply = await c.execute('transaction', { actions, properties: { 'completion-mode': mode } });
   if (reply.error) return { reply, bitmaps: await bitmapsByNode(c), jobs: await c.cmd('query-jobs'), events: takeEvents(c) };
-  for (let i = 0; i < DISKS.length; i++) await c.waitEvent('BLOCK_JOB_COMPLETED');
+  // Every job has gone (status null) before the events are compared.
+  const gone = () => c.events.filter((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null').length;
+  await waitFor(() => gone() === DISKS.length, 20_000, 'the jobs to go');
   const events = takeEvents(c);
   const same = DISKS.map((name) => {
     try {
