@@ -3,15 +3,18 @@
  * in the same run: fio's nbd engine doing 4 KiB random writes at queue depth
  * 32 through an NBD export of a raw file, with 0, 1 and 8 enabled dirty
  * bitmaps on the exported node (IOPS, and each count's IOPS relative to no
- * bitmap). Run by hand: `npm run build && node dist/bench/bitmaps.js`
- * (FIO_SECONDS=N to change the length of each run, default 8).
+ * bitmap). And the time to read the dirty map of a 1 TiB sparse image over
+ * NBD (`nbdinfo --map=qemu:dirty-bitmap:NAME`, median of 5), with a few
+ * thousand dirty 64 KiB chunks spread over it. Run by hand:
+ * `npm run build && node dist/bench/bitmaps.js` (FIO_SECONDS=N to change
+ * the length of each fio run, default 8).
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasReference, start } from './daemons';
 import { BenchClient } from './qmp-client';
-import { printFigures, type Figure } from './report';
+import { median, printFigures, type Figure } from './report';
 
 type Which = 'qbd' | 'qsd';
 
@@ -55,9 +58,57 @@ async function measure(which: Which, image: string, bitmaps: number): Promise<nu
   }
 }
 
+const MAP_SIZE = 2 ** 40;
+const MAP_RUNS = 5;
+
+/** Median seconds `nbdinfo --map` takes to read the dirty bitmap of a 1 TiB export; also the extents it listed. */
+async function dirtyMapSeconds(which: Which, dir: string): Promise<{ seconds: number; extents: number }> {
+  const work = fs.mkdtempSync(path.join(dir, `${which}-map-`));
+  const image = path.join(work, 'sparse.raw');
+  fs.writeFileSync(image, '');
+  fs.truncateSync(image, MAP_SIZE);
+  const sock = path.join(work, 'nbd.sock');
+  const daemon = await start(which, [
+    '--blockdev', `driver=file,filename=${image},node-name=disk`,
+    '--nbd-server', `addr.type=unix,addr.path=${sock}`,
+  ]);
+  try {
+    const qmp = await BenchClient.connect(daemon.qmp);
+    await qmp.cmd('qmp_capabilities');
+    await qmp.cmd('block-dirty-bitmap-add', { node: 'disk', name: 'b', granularity: 65536 });
+    await qmp.cmd('block-export-add', { type: 'nbd', id: 'w', 'node-name': 'disk', name: 'w', writable: true });
+    // 4096 writes spread over the disk, each dirtying one or two chunks.
+    const cmds: string[] = [];
+    for (let i = 0; i < 4096; i++) cmds.push('-c', `write ${i * (MAP_SIZE / 4096) + (i % 7) * 40960} 4k`);
+    await run('qemu-io', ['-f', 'raw', ...cmds, `nbd+unix:///w?socket=${sock}`]);
+    await qmp.cmd('block-export-del', { id: 'w' });
+    await qmp.cmd('block-dirty-bitmap-disable', { node: 'disk', name: 'b' });
+    await qmp.cmd('block-export-add', { type: 'nbd', id: 'r', 'node-name': 'disk', name: 'r', bitmaps: ['b'] });
+    const times: number[] = [];
+    let extents = 0;
+    for (let i = 0; i < MAP_RUNS; i++) {
+      const t0 = process.hrtime.bigint();
+      const out = await run('nbdinfo', ['--map=qemu:dirty-bitmap:b', `nbd+unix:///r?socket=${sock}`]);
+      times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      extents = out.trim().split('\n').length;
+    }
+    qmp.close();
+    return { seconds: median(times), extents };
+  } finally {
+    await daemon.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync('/var/tmp/qbd-bench-bitmaps-');
   try {
+    const qbdMap = await dirtyMapSeconds('qbd', dir);
+    const qsdMap = hasReference() ? await dirtyMapSeconds('qsd', dir) : undefined;
+    const map: Figure = { name: `nbdinfo --map of a 1 TiB dirty bitmap (${qbdMap.extents} extents)`, unit: 's', qbd: qbdMap.seconds, lowerIsBetter: true };
+    if (qsdMap) map.qsd = qsdMap.seconds;
+    printFigures([map]);
+    if (process.env.MAP_ONLY) return;
     const image = path.join(dir, 'disk.raw');
     // Written through once: the runs must not differ by which of them allocated the file's blocks.
     const chunk = Buffer.alloc(1 << 20, 0x5a);

@@ -11,8 +11,13 @@ import type { NbdExportBitmap } from './nbd/messages';
 
 export type ExportBitmapRef = string | { node: string; name: string };
 
-/** The node a bare bitmap name is looked for on next: a filter's child, a format's backing file. */
+/**
+ * The node a bare bitmap name is looked for on next: a filter's child, a
+ * format's backing file. snapshot-access reads a point in time, not its
+ * child's current data: QEMU does not count it as a filter, and stops there.
+ */
 function filteredOrCow(node: BlockNode): BlockNode | undefined {
+  if (node.driver.descriptor.name === 'snapshot-access') return undefined;
   return node.driver.descriptor.kind === 'filter' ? node.child('file') : node.child('backing');
 }
 

@@ -55,7 +55,7 @@ export class BlockJob {
     options: { autoFinalize: boolean; autoDismiss: boolean },
   ) {
     assertMainLoop();
-    this.parent = { kind: 'backend', name: id, graphType: 'block-job' };
+    this.parent = { kind: 'backend', name: id, graphType: 'block-job', jobType: type };
     const driver: JobDriver = {
       type,
       run: () => this.run(),

@@ -12,6 +12,8 @@ export interface BackendParent {
   readonly name: string;
   /** Type in x-debug-query-block-graph: 'block-backend', 'block-job', 'block-export'. */
   readonly graphType: 'block-backend' | 'block-job' | 'block-export';
+  /** A block job's type, for QEMU's description of it ("backup job 'j0'"). */
+  readonly jobType?: string;
   /** Creation order among backend parents: QEMU lists BlockBackends in that order. */
   readonly serial?: number;
 }

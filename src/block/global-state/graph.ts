@@ -78,29 +78,39 @@ export function unregisterNode(node: BlockNode): void {
   creationOrder.delete(node.name);
 }
 
+/** QEMU's words for a user of a node in permission conflicts (its get_parent_desc). */
 function describeParent(p: GraphParent): string {
-  return p.kind === 'node' ? p.name : p.name || `a ${p.graphType}`;
+  if (p.kind === 'node') return `node '${p.name}'`;
+  if (p.graphType === 'block-job') return `${p.jobType ?? 'block'} job '${p.name}'`;
+  return p.name ? `block device '${p.name}'` : 'an unnamed block device';
 }
 
-/** Checks that `perm`/`shared` wanted by a new or changed edge fit the other users of `child`. */
+/** QEMU's bdrv_a_allow_b() refusal: `b` takes permissions `denied` that `a` does not share (named as bdrv_perm_names() does). */
+function conflict(child: BlockNode, denied: number, b: [GraphParent, string], a: [GraphParent, string]): QmpError {
+  return QmpError.generic(
+    `Permission conflict on node '${child.name}': permissions '${permDescription(denied).replace(/-/g, ' ')}' are both required by ${describeParent(b[0])} ` +
+      `(uses node '${child.name}' as '${b[1]}' child) and unshared by ${describeParent(a[0])} (uses node '${child.name}' as '${a[1]}' child).`,
+  );
+}
+
+/**
+ * Checks that `perm`/`shared` wanted by a new or changed edge fit the other
+ * users of `child`, in QEMU's order: the newest user (this edge) is asked
+ * first whether it lets each other one be, then each other one whether it
+ * lets this edge be.
+ */
 function checkPermConflicts(child: BlockNode, edge: BdrvChild | undefined, parent: GraphParent, role: string, perm: number, shared: number): void {
   if (perm & (PERM.WRITE | PERM.RESIZE) && child.readOnly) {
     throw QmpError.generic(`Block node is read-only`);
   }
-  for (const other of child.parents) {
-    if (other === edge) continue;
-    const deniedByOther = perm & ~other.shared;
-    if (deniedByOther) {
-      throw QmpError.generic(
-        `Conflicts with use by ${describeParent(other.parent)} as '${other.role}', which does not allow '${permDescription(deniedByOther)}' on ${child.name}`,
-      );
-    }
+  const others = child.parents.filter((o) => o !== edge);
+  for (const other of others) {
     const deniedByNew = other.perm & ~shared;
-    if (deniedByNew) {
-      throw QmpError.generic(
-        `Conflicts with use by ${describeParent(parent)} as '${role}', which does not allow '${permDescription(deniedByNew)}' on ${child.name}`,
-      );
-    }
+    if (deniedByNew) throw conflict(child, deniedByNew, [other.parent, other.role], [parent, role]);
+  }
+  for (const other of others) {
+    const deniedByOther = perm & ~other.shared;
+    if (deniedByOther) throw conflict(child, deniedByOther, [parent, role], [other.parent, other.role]);
   }
 }
 

@@ -138,11 +138,12 @@ export function nbdErrorOf(code: string | undefined): number {
   switch (code) {
     case 'EPERM':
     case 'EROFS':
-    case 'EACCES':
       return NBD_ERR.EPERM;
     case 'ENOMEM':
       return NBD_ERR.ENOMEM;
     case 'EINVAL':
+    // QEMU sends errnos it does not list (such as a snapshot's refused EACCES) as EINVAL.
+    case 'EACCES':
       return NBD_ERR.EINVAL;
     case 'ENOSPC':
     case 'EDQUOT':

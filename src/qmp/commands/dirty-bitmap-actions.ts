@@ -14,7 +14,7 @@ import {
   type BitmapAddArgs,
   type BitmapRef,
 } from '../../block/global-state/dirty-bitmap-ops';
-import { registerTransactionAction, type TransactionAction } from '../transaction-actions';
+import { refuseGroupedCompletion, registerTransactionAction, type TransactionAction, type TransactionContext } from '../transaction-actions';
 
 type BitmapArgs = { node: string; name: string };
 
@@ -83,11 +83,26 @@ function enableAction(args: BitmapArgs, enabled: boolean): TransactionAction {
   };
 }
 
-registerTransactionAction('block-dirty-bitmap-add', (args: BitmapAddArgs) => addAction(args));
-registerTransactionAction('block-dirty-bitmap-remove', (args: BitmapArgs) => removeAction(args));
-registerTransactionAction('block-dirty-bitmap-clear', (args: BitmapArgs) => bitsAction(() => clearDirtyBitmap(args.node, args.name)));
-registerTransactionAction('block-dirty-bitmap-enable', (args: BitmapArgs) => enableAction(args, true));
-registerTransactionAction('block-dirty-bitmap-disable', (args: BitmapArgs) => enableAction(args, false));
-registerTransactionAction('block-dirty-bitmap-merge', (args: { node: string; target: string; bitmaps: BitmapRef[] }) =>
+/** QEMU's bitmap actions refuse grouped completion before anything else. */
+function registerBitmapAction<A>(type: string, make: (args: A) => TransactionAction): void {
+  registerTransactionAction(type, (args: A, ctx: TransactionContext) => {
+    const action = make(args);
+    const prepare = action.prepare.bind(action);
+    return {
+      ...action,
+      prepare() {
+        refuseGroupedCompletion(type, ctx);
+        return prepare();
+      },
+    };
+  });
+}
+
+registerBitmapAction('block-dirty-bitmap-add', (args: BitmapAddArgs) => addAction(args));
+registerBitmapAction('block-dirty-bitmap-remove', (args: BitmapArgs) => removeAction(args));
+registerBitmapAction('block-dirty-bitmap-clear', (args: BitmapArgs) => bitsAction(() => clearDirtyBitmap(args.node, args.name)));
+registerBitmapAction('block-dirty-bitmap-enable', (args: BitmapArgs) => enableAction(args, true));
+registerBitmapAction('block-dirty-bitmap-disable', (args: BitmapArgs) => enableAction(args, false));
+registerBitmapAction('block-dirty-bitmap-merge', (args: { node: string; target: string; bitmaps: BitmapRef[] }) =>
   bitsAction(() => mergeDirtyBitmaps(args.node, args.target, args.bitmaps)),
 );

@@ -4,12 +4,20 @@
  * the node a backup job inserts has no state and passes requests through
  * (the job's write notifier on the source does the copying).
  */
+import type { SharedDirtyBitmapState } from '../../common/shared-dirty-bitmap';
+
 export interface CbwUserState {
   /** The copy granularity: clusters of this size are copied whole, once. */
   clusterSize: number;
   onCbwError: 'break-guest-write' | 'break-snapshot';
   /** cbw-timeout in milliseconds, 0 for none. */
   timeoutMs: number;
+  /**
+   * With `bitmap`: its dirty clusters when the node opened, at `clusterSize`
+   * (a private copy). Only they are copied before write and readable in the
+   * snapshot; without it every cluster is.
+   */
+  clusters?: SharedDirtyBitmapState;
 }
 
 export type CbwState = CbwUserState | undefined;

@@ -13,6 +13,8 @@ import type { BlockNode } from '../../global-state/block-node';
 import { findNode } from '../../global-state/graph';
 import { PERM } from '../../common/permissions';
 import { QmpError } from '../../../qmp/errors';
+import { SharedDirtyBitmap, type SharedDirtyBitmapState } from '../../common/shared-dirty-bitmap';
+import { CHECK_ALLOW_RO, checkBitmap, lookupBitmap, type BdrvDirtyBitmap } from '../../global-state/dirty-bitmaps';
 import { CBW_CLUSTER_SIZE, type CbwState, type CbwUserState } from './common';
 
 /**
@@ -26,6 +28,26 @@ function keepsWriters(node: BlockNode): boolean {
   return !!source?.parents.some((e) => e.parent.kind === 'backend' && e.parent.graphType !== 'block-job' && e.perm & PERM.WRITE);
 }
 
+/**
+ * The bitmap's dirty clusters at the copy granularity, as QEMU merges a
+ * `bitmap` into its copy bitmap: the node's copy, so later writes and QMP
+ * changes to the user's bitmap do not move the point in time.
+ */
+function copyOfBitmap(bitmap: BdrvDirtyBitmap, length: number): SharedDirtyBitmapState {
+  const fail = (why: string): never => {
+    throw QmpError.generic(`Cannot create block-copy-state: Failed to merge bitmap '${bitmap.name}' to internal copy-bitmap: ${why}`);
+  };
+  try {
+    checkBitmap(bitmap, CHECK_ALLOW_RO);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (bitmap.size !== length) fail(`Bitmaps are of different sizes (destination size is ${length}, source size is ${bitmap.size}) and can't be merged`);
+  const copy = SharedDirtyBitmap.create(length, CBW_CLUSTER_SIZE, false);
+  copy.merge(bitmap.bits);
+  return copy.state;
+}
+
 export const copyBeforeWriteGs: GsDriver<CbwState> = {
   descriptor: { name: 'copy-before-write', kind: 'filter' },
   strongOptions: [],
@@ -34,16 +56,14 @@ export const copyBeforeWriteGs: GsDriver<CbwState> = {
   async open(ctx, options) {
     const file = (await ctx.openChild('file', 'file', true))!;
     const target = (await ctx.openChild('target', 'target', true))!;
-    if (options.bitmap !== undefined) {
-      // qbd has no dirty bitmaps yet, so no name can be found.
-      const b = options.bitmap as { node: string; name: string };
-      throw QmpError.generic(`Dirty bitmap '${b.name}' not found`);
-    }
+    const ref = options.bitmap as { node: string; name: string } | undefined;
+    const bitmap = ref ? lookupBitmap(ref.node, ref.name) : undefined;
     if (target.length < file.length) throw QmpError.generic(`Target image is smaller than the source`);
     const state: CbwUserState = {
       clusterSize: CBW_CLUSTER_SIZE,
       onCbwError: (options['on-cbw-error'] as CbwUserState['onCbwError'] | undefined) ?? 'break-guest-write',
       timeoutMs: Number(options['cbw-timeout'] ?? 0) * 1000,
+      clusters: bitmap ? copyOfBitmap(bitmap, file.length) : undefined,
     };
     return { state, length: file.length, requestAlignment: file.requestAlignment };
   },

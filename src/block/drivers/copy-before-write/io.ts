@@ -9,6 +9,7 @@
  * touches that were reading `file`, so such a read never sees new data.
  */
 import { IoError } from '../../common/io-types';
+import { SharedDirtyBitmap } from '../../common/shared-dirty-bitmap';
 import { DirtyBitmap } from '../../io/dirty-bitmap';
 import type { IoDriver } from '../../io/driver-io';
 import type { IoNode } from '../../io/io-node';
@@ -19,6 +20,8 @@ interface CbwIo {
   user: CbwUserState;
   /** Clusters whose old data is still only in `file`. */
   toCopy: DirtyBitmap;
+  /** With `bitmap`: the clusters the snapshot holds (the others cannot be read); undefined for all. */
+  access: DirtyBitmap | undefined;
   /** Copies in progress, by cluster. */
   copying: Map<number, Promise<void>>;
   /** Snapshot reads of `file` in progress, by cluster. */
@@ -99,14 +102,37 @@ async function beforeChange(node: IoNode<IoState>, st: CbwIo, offset: number, by
   while (busy()) await new Promise<void>((resolve) => st.readersGone.push(resolve));
 }
 
+/** The clusters of the point in time: those of the node's `bitmap`, or all. */
+function snapshotClusters(user: CbwUserState, length: number): DirtyBitmap {
+  const out = new DirtyBitmap(length, user.clusterSize);
+  if (!user.clusters) {
+    out.setAll();
+    return out;
+  }
+  const src = SharedDirtyBitmap.from(user.clusters);
+  for (let c = src.nextDirty(0); c >= 0; ) {
+    const end = src.nextClean(c);
+    out.set(c * src.granularity, (end - c) * src.granularity);
+    c = end < src.chunks ? src.nextDirty(end) : -1;
+  }
+  return out;
+}
+
+/** QEMU refuses a snapshot read or block status touching a cluster outside the bitmap. */
+function checkAccess(st: CbwIo, offset: number, bytes: number): void {
+  if (!st.access) return;
+  const [first, end] = clusters(st, offset, Math.max(bytes, 1));
+  if (st.access.runEnd(first, end - first) < end) throw new IoError('EACCES', 'the snapshot does not hold this range');
+}
+
 export const copyBeforeWriteIo: IoDriver<IoState> = {
   name: 'copy-before-write',
   attach(desc) {
     const user = desc.state as CbwState;
     if (!user) return undefined;
-    const toCopy = new DirtyBitmap(desc.length, user.clusterSize);
-    toCopy.setAll();
-    return { user, toCopy, copying: new Map(), readers: new Map(), readersGone: [], broken: false };
+    const toCopy = snapshotClusters(user, desc.length);
+    const access = user.clusters ? snapshotClusters(user, desc.length) : undefined;
+    return { user, toCopy, access, copying: new Map(), readers: new Map(), readersGone: [], broken: false };
   },
   read: (node, offset, buf) => readNode(node.child('file'), offset, buf),
   async write(node, offset, buf, flags) {
@@ -130,11 +156,20 @@ export function keepsSnapshot(node: IoNode): boolean {
   return node.driver === copyBeforeWriteIo && node.state !== undefined;
 }
 
+/** Fails as a snapshot read would where the point in time of `node` cannot be read. */
+export function checkSnapshotAccess(node: IoNode, offset: number, bytes: number): void {
+  const st = node.state as IoState;
+  if (!st || node.driver !== copyBeforeWriteIo) throw new IoError('ENOTSUP', 'not a copy-before-write node');
+  if (st.broken) throw new IoError('EACCES', 'the snapshot was broken by a failed copy-before-write');
+  checkAccess(st, offset, bytes);
+}
+
 /** Reads the point in time of a user's copy-before-write node `node`. */
 export async function snapshotRead(node: IoNode, offset: number, buf: Buffer): Promise<void> {
   const st = node.state as IoState;
   if (!st || node.driver !== copyBeforeWriteIo) throw new IoError('ENOTSUP', 'not a copy-before-write node');
   if (st.broken) throw new IoError('EACCES', 'the snapshot was broken by a failed copy-before-write');
+  checkAccess(st, offset, buf.length);
   const c = st.user.clusterSize;
   const end = offset + buf.length;
   const parts: Promise<void>[] = [];

@@ -4,7 +4,7 @@
  */
 import { IoError, STATUS } from '../../common/io-types';
 import type { IoDriver } from '../../io/driver-io';
-import { snapshotRead } from '../copy-before-write/io';
+import { checkSnapshotAccess, snapshotRead } from '../copy-before-write/io';
 
 export const snapshotAccessIo: IoDriver<undefined> = {
   name: 'snapshot-access',
@@ -17,5 +17,8 @@ export const snapshotAccessIo: IoDriver<undefined> = {
     throw new IoError('ENOTSUP', 'snapshot-access cannot be written');
   },
   flush: async () => undefined,
-  blockStatus: async (node, offset, bytes) => ({ status: STATUS.DATA | STATUS.ALLOCATED, bytes: Math.min(bytes, node.length - offset) }),
+  async blockStatus(node, offset, bytes) {
+    checkSnapshotAccess(node.child('file'), offset, bytes);
+    return { status: STATUS.DATA | STATUS.ALLOCATED, bytes: Math.min(bytes, node.length - offset) };
+  },
 };
