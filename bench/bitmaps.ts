@@ -9,24 +9,18 @@
  * `npm run build && node dist/bench/bitmaps.js` (FIO_SECONDS=N to change
  * the length of each fio run, default 8).
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasReference, start } from './daemons';
 import { BenchClient } from './qmp-client';
 import { median, printFigures, type Figure } from './report';
+import { run, runMain } from './tools';
 
 type Which = 'qbd' | 'qsd';
 
 const SIZE = 1 << 30;
 const FIO_SECONDS = Number(process.env.FIO_SECONDS) || 8;
 const BITMAP_COUNTS = [0, 1, 8];
-
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
-  });
-}
 
 async function randwriteIops(uri: string): Promise<number> {
   const out = await run('fio', [
@@ -137,7 +131,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((err: Error) => {
-  console.error(err.message);
-  process.exit(1);
-});
+runMain(main);

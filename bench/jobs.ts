@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { BenchClient } from './qmp-client';
 import { hasReference, start } from './daemons';
 import { median, printFigures, type Figure } from './report';
+import { runMain } from './tools';
 
 type Which = 'qbd' | 'qsd';
 const MiB = 1024 * 1024;
@@ -181,7 +182,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((err: Error) => {
-  console.error(err.message);
-  process.exit(1);
-});
+runMain(main);

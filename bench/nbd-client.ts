@@ -5,32 +5,18 @@
  * nbd driver, in the same run on the same image.
  * Run by hand: `npm run build && node dist/bench/nbd-client.js`.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { hasReference, start } from './daemons';
 import { median, printFigures, type Figure } from './report';
+import { run, makeDataImage, runMain } from './tools';
 
 type Which = 'qbd' | 'qsd';
 
 const SIZE = 1 << 30;
 const RUNS = Number(process.env.RUNS) || 3;
-
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
-  });
-}
-
-/** A file of non-zero data (no holes: every read moves real bytes over both links). */
-function makeImage(file: string, size: number): void {
-  const chunk = Buffer.alloc(1 << 20);
-  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0 || 1, i);
-  const fd = fs.openSync(file, 'w');
-  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, chunk.length, off);
-  fs.closeSync(fd);
-}
 
 async function listening(sock: string): Promise<void> {
   for (;;) {
@@ -73,7 +59,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync('/var/tmp/qbd-bench-nbd-client-');
   const image = path.join(dir, 'disk.raw');
   const serverSock = path.join(dir, 'qemu-nbd.sock');
-  makeImage(image, SIZE);
+  makeDataImage(image, SIZE);
   // Several connections: qbd's and the reference's nodes are served side by side, one after the other.
   const server = spawn('qemu-nbd', ['-f', 'raw', '-x', 'exp', '-t', '-e', '4', '-r', '-k', serverSock, image], { stdio: 'ignore' });
   try {
@@ -87,7 +73,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((err: Error) => {
-  console.error(err.message);
-  process.exit(1);
-});
+runMain(main);

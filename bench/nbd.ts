@@ -9,32 +9,17 @@
  * Run by hand: `npm run build && node dist/bench/nbd.js` (FIO_SECONDS=N to
  * change the length of each fio run, default 8).
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { hasReference, start, type Started } from './daemons';
 import { printFigures, type Figure } from './report';
 import { CLIENT_DN, makePki, type TestPki } from './pki';
+import { run, makeDataImage, runMain } from './tools';
 
 type Which = 'qbd' | 'qsd';
 
 const SIZE = 1 << 30;
 const FIO_SECONDS = Number(process.env.FIO_SECONDS) || 8;
-
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
-  });
-}
-
-/** A file of `size` bytes of non-zero data (no holes, so reads move real bytes). */
-function makeImage(file: string, size: number): void {
-  const chunk = Buffer.alloc(1 << 20);
-  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0 || 1, i);
-  const fd = fs.openSync(file, 'w');
-  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, chunk.length, off);
-  fs.closeSync(fd);
-}
 
 interface Served {
   daemon: Started;
@@ -107,8 +92,8 @@ async function main(): Promise<void> {
   try {
     const image = path.join(dir, 'disk.raw');
     const source = path.join(dir, 'source.raw');
-    makeImage(image, SIZE);
-    makeImage(source, SIZE);
+    makeDataImage(image, SIZE);
+    makeDataImage(source, SIZE);
     const pki = makePki(path.join(dir, 'pki'));
     const ours = new Map([...(await measure('qbd', image, source)), ...(await measure('qbd', image, source, pki))]);
     const theirs = hasReference() ? new Map([...(await measure('qsd', image, source)), ...(await measure('qsd', image, source, pki))]) : undefined;
@@ -125,7 +110,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((err: Error) => {
-  console.error(err.message);
-  process.exit(1);
-});
+runMain(main);

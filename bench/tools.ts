@@ -1,0 +1,27 @@
+/** What several benchmarks share: running a tool, and making a data image. */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+
+/** Runs a tool and resolves with its standard output; rejects with its standard error. */
+export function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+/** A raw file of `size` bytes of non-zero data (no holes, so reads move real bytes). */
+export function makeDataImage(file: string, size: number): void {
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0 || 1, i);
+  const fd = fs.openSync(file, 'w');
+  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, chunk.length, off);
+  fs.closeSync(fd);
+}
+
+/** Runs a benchmark's main, printing its error and exiting 1 when it fails. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((err: Error) => {
+    console.error(err.message);
+    process.exit(1);
+  });
+}
