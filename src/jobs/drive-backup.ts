@@ -8,7 +8,7 @@ import { assertMainLoop } from '../common/thread-context';
 import type { BackupArgs } from './backup';
 import { prepareBackup, startPreparedBackup } from './backup';
 import type { BlockJob } from './block-job';
-import { closeDriveTarget, openDriveTarget, type DriveTargetArgs } from './drive-target';
+import { closeDriveTarget, driveTargetBacking, openDriveTarget, type DriveTargetArgs } from './drive-target';
 import { lookupNode } from './job-filter';
 
 export type DriveBackupArgs = Omit<BackupArgs, 'target'> & DriveTargetArgs;
@@ -16,14 +16,7 @@ export type DriveBackupArgs = Omit<BackupArgs, 'target'> & DriveTargetArgs;
 export async function prepareDriveBackup(args: DriveBackupArgs): Promise<BlockJob> {
   assertMainLoop();
   const source = lookupNode(args.device);
-  let sync = args.sync;
-  let backingOf = undefined;
-  if (sync === 'top') {
-    backingOf = source.child('backing');
-    if (!backingOf) sync = 'full';
-  } else if (sync === 'none') {
-    backingOf = source;
-  }
+  const { sync, backingOf } = driveTargetBacking(source, args.sync);
   const target = await openDriveTarget(args, source, backingOf, false);
   try {
     return await prepareBackup({ ...args, sync, target: target.name }, () => closeDriveTarget(target));

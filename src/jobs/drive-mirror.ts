@@ -11,7 +11,7 @@
  */
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
-import { closeDriveTarget, openDriveTarget, type DriveTargetArgs } from './drive-target';
+import { closeDriveTarget, driveTargetBacking, openDriveTarget, type DriveTargetArgs } from './drive-target';
 import { checkNotInJob } from './block-job';
 import { lookupNode } from './job-filter';
 import { startMirror, type MirrorArgs } from './mirror';
@@ -23,15 +23,8 @@ export async function startDriveMirror(args: DriveMirrorArgs): Promise<void> {
   const source = lookupNode(args.device);
   if (source.parents.some((e) => e.parent.kind === 'node')) throw QmpError.generic('Need a root block node');
   checkNotInJob(source);
-  let sync = args.sync;
-  let backingOf = undefined;
-  if (sync === 'top') {
-    backingOf = source.child('backing');
-    if (!backingOf) sync = 'full';
-  } else if (sync === 'none') {
-    // The new image's backing file is the source; it is opened without it, and the source becomes its backing node at the pivot.
-    backingOf = source;
-  }
+  // For none the new image is opened without its backing file; the source becomes its backing node at the pivot.
+  const { sync, backingOf } = driveTargetBacking(source, args.sync);
   const target = await openDriveTarget({ ...args, nodeName: args['node-name'] }, source, backingOf, sync !== 'none');
   const { 'node-name': _n, format: _f, mode: _m, ...rest } = args;
   try {

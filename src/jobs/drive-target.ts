@@ -65,4 +65,18 @@ export async function openDriveTarget(args: DriveTargetArgs, source: BlockNode, 
   return openImplicitNode(options);
 }
 
+/**
+ * The node a new target image names as its backing file, by sync mode: the
+ * source's backing for top (without one, top copies everything, as full),
+ * the source itself for none, nothing for full.
+ */
+export function driveTargetBacking<S extends string>(source: BlockNode, sync: S): { sync: S | 'full'; backingOf: BlockNode | undefined } {
+  assertMainLoop();
+  if (sync === 'top') {
+    const backingOf = source.child('backing');
+    return backingOf ? { sync, backingOf } : { sync: 'full', backingOf: undefined };
+  }
+  return { sync, backingOf: sync === 'none' ? source : undefined };
+}
+
 export { closeImplicitNode as closeDriveTarget };
