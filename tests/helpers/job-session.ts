@@ -72,6 +72,19 @@ export class Transcript {
 
 export const nodeNames = (t: string) => t.replace(/#block\d+/g, '#blockN').replace(/"(offset|current-progress)":\d+/g, '"$1":N');
 
+/**
+ * The events of one job, in order: the part of the sequence that does not
+ * depend on timing between jobs. A drained section pauses a running job and
+ * resumes it; how many drains a job sees while it starts (one per action of
+ * a transaction, more when the reference's own I/O drains) depends on
+ * timing, so back-to-back paused/running pairs count as one.
+ */
+export function jobEvents(events: string[], job: string): string[] {
+  const mine = events.filter((e) => e.includes(`"id":"${job}"`) || e.includes(`"device":"${job}"`));
+  const isPair = (i: number) => mine[i]?.includes('"status":"paused"') && mine[i + 1]?.includes('"status":"running"');
+  return mine.filter((_, i) => !(isPair(i) && isPair(i + 2)) && !(isPair(i - 1) && isPair(i + 1)));
+}
+
 export interface Session {
   daemon: RunningDaemon;
   c: QmpTestClient;

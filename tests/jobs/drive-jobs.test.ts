@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, dirs, MiB, type Session } from '../helpers/job-session';
+import { both, dirs, jobEvents, MiB, type Session } from '../helpers/job-session';
 import { toolAvailable } from '../helpers/tools';
 
 const haveTools = toolAvailable('qemu-storage-daemon') && toolAvailable('qemu-img') && toolAvailable('qemu-io');
@@ -47,8 +47,6 @@ function clean(file: string): boolean {
     return false;
   }
 }
-
-const eventsOf = (events: string[], job: string) => events.filter((e) => e.includes(`"id":"${job}"`) || e.includes(`"device":"${job}"`));
 
 describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-daemon 7.2', () => {
   it('create the target image or open an existing one, with the reference replies and errors', async () => {
@@ -99,7 +97,7 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
     });
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
     expect(results.qbd).toEqual(results.qsd);
-    for (const job of ['b1', 'b2', 'b3', 'b4', 'b5', 'm1', 'm2']) expect(eventsOf(r.qbd.t.events, job), job).toEqual(eventsOf(r.qsd.t.events, job));
+    for (const job of ['b1', 'b2', 'b3', 'b4', 'b5', 'm1', 'm2']) expect(jobEvents(r.qbd.t.events, job), job).toEqual(jobEvents(r.qsd.t.events, job));
   });
 
   it('drive-backup works as a transaction action', async () => {
@@ -116,7 +114,7 @@ describe.skipIf(!haveTools)('drive-backup and drive-mirror against qemu-storage-
       expect(clean(`${dir}/t2.qcow2`)).toBe(true);
     });
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
-    for (const job of ['d1', 'd2']) expect(eventsOf(r.qbd.t.events, job)).toEqual(eventsOf(r.qsd.t.events, job));
+    for (const job of ['d1', 'd2']) expect(jobEvents(r.qbd.t.events, job)).toEqual(jobEvents(r.qsd.t.events, job));
   });
 
   for (const sync of ['top', 'none'] as const) {

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { both, compare as compareRaw, dirs, img, MiB, type Session } from '../helpers/job-session';
+import { both, compare as compareRaw, dirs, img, jobEvents, MiB, type Session } from '../helpers/job-session';
 import { toolAvailable } from '../helpers/tools';
 
 const haveTools = toolAvailable('qemu-storage-daemon') && toolAvailable('qemu-img') && toolAvailable('qemu-io');
@@ -24,11 +24,6 @@ const fourImages = (dir: string) => ({
   c: img(dir, 'c.raw', 8 * MiB, [[0x22, MiB, 2 * MiB]]),
   d: img(dir, 'd.raw', 8 * MiB),
 });
-
-/** The events of one job, in order: the part of the sequence that does not depend on timing between jobs. */
-function eventsOf(events: string[], job: string): string[] {
-  return events.filter((e) => e.includes(`"id":"${job}"`) || e.includes(`"device":"${job}"`));
-}
 
 /** Node names and drivers, without the automatic names of filters. */
 async function nodes(s: Session): Promise<string[]> {
@@ -75,7 +70,7 @@ describe.skipIf(!haveTools)('transaction against qemu-storage-daemon 7.2', () =>
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
     // created, created, then each start inside the transaction's drained section, then the end of it.
     expect(r.qbd.t.events.slice(0, 8)).toEqual(r.qsd.t.events.slice(0, 8));
-    for (const job of ['j1', 'j2']) expect(eventsOf(r.qbd.t.events, job)).toEqual(eventsOf(r.qsd.t.events, job));
+    for (const job of ['j1', 'j2']) expect(jobEvents(r.qbd.t.events, job)).toEqual(jobEvents(r.qsd.t.events, job));
   });
 
   it('grouped: a job whose target fails cancels the other, in the reference event order', async () => {
@@ -136,7 +131,7 @@ describe.skipIf(!haveTools)('transaction against qemu-storage-daemon 7.2', () =>
       await t.run('query-jobs');
     });
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
-    for (const job of ['j1', 'j2']) expect(eventsOf(r.qbd.t.events, job)).toEqual(eventsOf(r.qsd.t.events, job));
+    for (const job of ['j1', 'j2']) expect(jobEvents(r.qbd.t.events, job)).toEqual(jobEvents(r.qsd.t.events, job));
     // Once both wait, the group goes pending and finalizes newest first.
     const tail = (ev: string[]) => ev.slice(ev.findIndex((e) => e.includes('"pending"')));
     expect(tail(r.qbd.t.events)).toEqual(tail(r.qsd.t.events));
