@@ -6,23 +6,15 @@
 import { assertMainLoop } from '../common/thread-context';
 import { QmpError } from '../qmp/errors';
 import type { BlockNode } from '../block/global-state/block-node';
+import { nextInChain } from '../block/global-state/backing-file';
 import { CHECK_ALLOW_RO, checkBitmap, findBitmap, lookupBitmap, type BdrvDirtyBitmap } from '../block/global-state/dirty-bitmaps';
 import type { NbdExportBitmap } from './nbd/messages';
 
 export type ExportBitmapRef = string | { node: string; name: string };
 
-/**
- * The node a bare bitmap name is looked for on next: a filter's child, a
- * format's backing file. snapshot-access reads a point in time, not its
- * child's current data: QEMU does not count it as a filter, and stops there.
- */
-function filteredOrCow(node: BlockNode): BlockNode | undefined {
-  if (node.driver.descriptor.name === 'snapshot-access') return undefined;
-  return node.driver.descriptor.kind === 'filter' ? node.child('file') : node.child('backing');
-}
-
+/** A bare bitmap name is looked for down the chain: a filter's child, a format's backing file (snapshot-access ends it). */
 function findLocal(node: BlockNode, name: string): { bm: BdrvDirtyBitmap; on: BlockNode } | undefined {
-  for (let n: BlockNode | undefined = node; n; n = filteredOrCow(n)) {
+  for (let n: BlockNode | undefined = node; n; n = nextInChain(n)) {
     const bm = findBitmap(n, name);
     if (bm) return { bm, on: n };
   }

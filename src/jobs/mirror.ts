@@ -13,7 +13,7 @@ import type { BackendParent, BlockNode } from '../block/global-state/block-node'
 import { attachChild, findNode, replaceNode, syncChildren } from '../block/global-state/graph';
 import * as proto from '../block/common/io-context-protocol';
 import { moveToContext } from '../block/global-state/iothread-move';
-import { mirrorTopGs } from '../block/drivers/mirror-top/gs';
+import { activeCommitTopGs, mirrorTopGs } from '../block/drivers/mirror-top/gs';
 import { jobFinalCopy, type MirrorRunParams, type OnError } from './common/job-control';
 import { BlockJob, checkNotInJob, type CommonJobArgs } from './block-job';
 import { checkFilterName, insertFilter, lookupNode, removeFilter } from './job-filter';
@@ -156,12 +156,12 @@ export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {
   bj.job.create();
   try {
     bj.setSpeed(args.speed ?? 0);
-    filter = await insertFilter({ name: args['filter-node-name'], driver: mirrorTopGs, source, sourceRole: 'backing', others: [] }, [source, target], (f) => bj.withEdges(async () => {
+    filter = await insertFilter({ name: args['filter-node-name'], driver: commit ? activeCommitTopGs : mirrorTopGs, source, sourceRole: 'backing', others: [] }, [source, target], (f) => bj.withEdges(async () => {
       bj.addEdge(f, 'main node', PERM.CONSISTENT_READ, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
       bj.addEdge(source, 'source', 0, PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED);
       bj.addEdge(target, 'target', 0, PERM_ALL);
-      // Readable: the top reads them through its backing edge while the mirror runs.
-      for (const n of commit?.intermediates ?? []) bj.addEdge(n, 'intermediate node', 0, PERM.CONSISTENT_READ | PERM.WRITE_UNCHANGED | PERM.WRITE);
+      // They disappear at the pivot: nobody may rely on reading them consistently meanwhile.
+      for (const n of commit?.intermediates ?? []) bj.addEdge(n, 'intermediate node', 0, PERM.WRITE_UNCHANGED | PERM.WRITE);
       // The job writes the target through a BlockBackend of its own, which lets nobody else write it (a commit's base: nobody resize it).
       const backend: BackendParent = { kind: 'backend', name: '', graphType: 'block-backend' };
       const shared = commit ? PERM_ALL & ~PERM.RESIZE : PERM.WRITE_UNCHANGED;

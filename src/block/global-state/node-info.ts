@@ -9,6 +9,7 @@ import { permList } from '../common/permissions';
 import type { BackendParent, BdrvChild, BlockNode, GraphParent } from './block-node';
 import { dirtyBitmapInfo } from './dirty-bitmaps';
 import { allNodes } from './graph';
+import { nextInChain } from './backing-file';
 
 /**
  * The file name of a node, as QEMU's bdrv_refresh_filename() makes it: a
@@ -62,15 +63,23 @@ function fullOptions(node: BlockNode): Record<string, unknown> {
   return out;
 }
 
+/** The node whose driver answers QEMU's bdrv_get_info() for `node`: a filter passes the question to the node it filters. */
+function driverInfoNode(node: BlockNode): BlockNode {
+  if (node.driver.descriptor.kind !== 'filter') return node;
+  const filtered = nextInChain(node);
+  return filtered ? driverInfoNode(filtered) : node;
+}
+
 /** Whether QEMU's bdrv_get_info() succeeds on the node, which decides whether `dirty-flag` is shown. */
 function hasDriverInfo(node: BlockNode): boolean {
-  if (node.driver.descriptor.kind === 'protocol') return node.driver.hasDriverInfo === true;
+  if (node.driver.hasDriverInfo !== undefined) return node.driver.hasDriverInfo;
+  if (node.driver.descriptor.kind === 'protocol') return false;
   const file = node.child('file');
   return file !== undefined && hasDriverInfo(file);
 }
 
-/** ImageInfo of a node, with its backing chain inlined as `backing-image`. */
-function imageInfo(node: BlockNode): Record<string, unknown> {
+/** ImageInfo of a node, with the chain below it (filtered and backing nodes) inlined as `backing-image` unless `flat`. */
+function imageInfo(node: BlockNode, flat: boolean): Record<string, unknown> {
   const facts = node.driver.imageInfo?.(node);
   const image: Record<string, unknown> = {
     filename: nodeFilename(node),
@@ -80,8 +89,10 @@ function imageInfo(node: BlockNode): Record<string, unknown> {
   // A driver that cannot tell (QEMU's -ENOTSUP, e.g. nbd) shows no actual-size at all.
   const actual = node.driver.allocatedSize ? node.driver.allocatedSize(node) : allocatedOfChildren(node);
   if (actual !== undefined) image['actual-size'] = actual;
-  if (facts?.clusterSize !== undefined) image['cluster-size'] = facts.clusterSize;
-  if (hasDriverInfo(node)) image['dirty-flag'] = facts?.dirtyFlag ?? false;
+  const infoNode = driverInfoNode(node);
+  const info = infoNode === node ? facts : infoNode.driver.imageInfo?.(infoNode);
+  if (info?.clusterSize !== undefined) image['cluster-size'] = info.clusterSize;
+  if (hasDriverInfo(infoNode)) image['dirty-flag'] = info?.dirtyFlag ?? false;
   const specific = node.driver.formatSpecific?.(node);
   if (specific) image['format-specific'] = specific;
   const backing = node.child('backing');
@@ -93,24 +104,31 @@ function imageInfo(node: BlockNode): Record<string, unknown> {
     if (backing) image['full-backing-filename'] = resolveRecorded(node, backingName);
     if (facts?.backingFormat !== undefined) image['backing-filename-format'] = facts.backingFormat;
   }
-  if (backing) image['backing-image'] = imageInfo(backing);
+  const below = nextInChain(node);
+  if (below && !flat) image['backing-image'] = imageInfo(below, false);
   return image;
 }
 
-/** The backing file name BlockDeviceInfo shows: the attached backing node's, else the image's own record. */
+/**
+ * The backing file name BlockDeviceInfo shows: the attached backing node's,
+ * else the image's own record. Filters (mirror_top, commit_top…) record
+ * none, even above a backing child.
+ */
 function backingFileName(node: BlockNode): string | undefined {
+  if (node.driver.descriptor.kind === 'filter') return undefined;
   const backing = node.child('backing');
   return backing ? nodeFilename(backing) : node.driver.imageInfo?.(node)?.backingFilename;
 }
 
 function backingDepth(node: BlockNode): number {
-  const backing = node.child('backing');
-  return backing ? 1 + backingDepth(backing) : 0;
+  const below = nextInChain(node);
+  return below ? 1 + backingDepth(below) : 0;
 }
 
-export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
+/** BlockDeviceInfo; `flat` leaves out the backing chain (no `backing-image`, depth 0), as QEMU does. */
+export function blockDeviceInfo(node: BlockNode, flat = false): Record<string, unknown> {
   assertMainLoop();
-  const image = imageInfo(node);
+  const image = imageInfo(node, flat);
   const filename = image.filename as string;
   const backingName = backingFileName(node);
   const bitmaps = dirtyBitmapInfo(node);
@@ -120,7 +138,7 @@ export function blockDeviceInfo(node: BlockNode): Record<string, unknown> {
     ro: node.readOnly,
     drv: node.driver.descriptor.name,
     ...(backingName !== undefined ? { backing_file: backingName } : {}),
-    backing_file_depth: backingDepth(node),
+    backing_file_depth: flat ? 0 : backingDepth(node),
     encrypted: false,
     detect_zeroes: node.common.detectZeroes,
     bps: 0,
@@ -143,11 +161,11 @@ function allocatedOfChildren(node: BlockNode): number | undefined {
 }
 
 /** query-named-block-nodes: newest node first, as QEMU lists them. */
-export function queryNamedBlockNodes(): Record<string, unknown>[] {
+export function queryNamedBlockNodes(flat = false): Record<string, unknown>[] {
   assertMainLoop();
   return allNodes()
     .reverse()
-    .map(blockDeviceInfo);
+    .map((node) => blockDeviceInfo(node, flat));
 }
 
 /**

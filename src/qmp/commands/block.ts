@@ -18,7 +18,7 @@ export function blockCommands() {
       await blockdevDel(args['node-name']);
       return {};
     }),
-    defineCommand<{ flat?: boolean }>('query-named-block-nodes', () => queryNamedBlockNodes()),
+    defineCommand<{ flat?: boolean }>('query-named-block-nodes', (args) => queryNamedBlockNodes(args.flat === true)),
     defineCommand<{ device?: string; 'node-name'?: string; size: number }>('block_resize', async (args) => {
       await blockResize(args.device, args['node-name'], args.size);
       return {};

@@ -7,6 +7,7 @@
 import type { GsDriver } from '../../global-state/driver-gs';
 import { nodeFilename } from '../../global-state/node-info';
 import { QmpError } from '../../../qmp/errors';
+import { PERM } from '../../common/permissions';
 
 export const mirrorTopGs: GsDriver<Record<string, never>> = {
   descriptor: { name: 'mirror_top', kind: 'filter' },
@@ -29,4 +30,15 @@ export const mirrorTopGs: GsDriver<Record<string, never>> = {
     const file = backing?.child('file');
     return (backing && backing.driver.allocatedSize?.(backing)) ?? (file && file.driver.allocatedSize?.(file));
   },
+};
+
+/**
+ * mirror_top of an active block-commit. Everything above the base is about
+ * to disappear, so the job lets no one read those nodes consistently: the
+ * filter does not ask for consistent reads of the top either, and it shares
+ * writing, which would otherwise block the job's own writes to the base.
+ */
+export const activeCommitTopGs: GsDriver<Record<string, never>> = {
+  ...mirrorTopGs,
+  childPerms: (_node, _role, perm, shared) => ({ perm: perm & ~PERM.CONSISTENT_READ, shared: shared | PERM.WRITE }),
 };
