@@ -7,6 +7,7 @@
  * point in time the node was opened at: copied clusters from `target`, the
  * others from `file`. A write waits for snapshot reads of the clusters it
  * touches that were reading `file`, so such a read never sees new data.
+ * `snapshotDiscard` gives clusters of the point in time up early.
  */
 import { IoError } from '../../common/io-types';
 import { SharedDirtyBitmap } from '../../common/shared-dirty-bitmap';
@@ -162,6 +163,27 @@ export function checkSnapshotAccess(node: IoNode, offset: number, bytes: number)
   if (!st || node.driver !== copyBeforeWriteIo) throw new IoError('ENOTSUP', 'not a copy-before-write node');
   if (st.broken) throw new IoError('EACCES', 'the snapshot was broken by a failed copy-before-write');
   checkAccess(st, offset, bytes);
+}
+
+/**
+ * Gives up the whole clusters of a range of the point in time (a fleecing
+ * client has read them): they are no longer copied, their copies in
+ * `target` are discarded, and reading them fails from now on.
+ */
+export async function snapshotDiscard(node: IoNode, offset: number, bytes: number): Promise<void> {
+  const st = node.state as IoState;
+  if (!st || node.driver !== copyBeforeWriteIo) throw new IoError('ENOTSUP', 'not a copy-before-write node');
+  const c = st.user.clusterSize;
+  const first = Math.ceil(offset / c);
+  const end = offset + bytes >= node.length ? Math.ceil(node.length / c) : Math.floor((offset + bytes) / c);
+  if (end <= first) return;
+  if (!st.access) {
+    st.access = new DirtyBitmap(node.length, c);
+    st.access.setAll();
+  }
+  st.access.clearChunks(first, end);
+  st.toCopy.clearChunks(first, end);
+  await discardNode(node.child('target'), first * c, Math.min(end * c, node.length) - first * c);
 }
 
 /** Reads the point in time of a user's copy-before-write node `node`. */

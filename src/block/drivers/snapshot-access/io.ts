@@ -1,10 +1,12 @@
 /**
  * snapshot-access, I/O half: reads come from the snapshot of the
- * copy-before-write node below; the view cannot be written.
+ * copy-before-write node below; the view cannot be written, but a discard
+ * gives up the clusters it covers, freeing their space in the fleecing
+ * target.
  */
 import { IoError, STATUS } from '../../common/io-types';
 import type { IoDriver } from '../../io/driver-io';
-import { checkSnapshotAccess, snapshotRead } from '../copy-before-write/io';
+import { checkSnapshotAccess, snapshotDiscard, snapshotRead } from '../copy-before-write/io';
 
 export const snapshotAccessIo: IoDriver<undefined> = {
   name: 'snapshot-access',
@@ -16,6 +18,7 @@ export const snapshotAccessIo: IoDriver<undefined> = {
   async writeZeroes() {
     throw new IoError('ENOTSUP', 'snapshot-access cannot be written');
   },
+  discard: (node, offset, bytes) => snapshotDiscard(node.child('file'), offset, bytes),
   flush: async () => undefined,
   async blockStatus(node, offset, bytes) {
     checkSnapshotAccess(node.child('file'), offset, bytes);
