@@ -58,6 +58,32 @@ describe.skipIf(!haveTools)('qcow2 over QMP, beside qemu-storage-daemon', () => 
     expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
   });
 
+  it('lists internal snapshots of v2 and v3 images as the reference does', async () => {
+    const v3 = path.join(dir, 'snap-v3.qcow2');
+    const v2 = path.join(dir, 'snap-v2.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'compat=0.10', v2, '1M');
+    qemuImg('create', '-f', 'qcow2', '-b', v2, '-F', 'qcow2', v3, '1M');
+    for (const [img, names] of [
+      [v2, ['old']],
+      [v3, ['first', 'a name of some length to push entries past their minimal size', 'third']],
+    ] as const) {
+      for (const [i, name] of names.entries()) {
+        qemuIo(img, `write -P ${i + 1} ${i * 64}k 64k`);
+        qemuImg('snapshot', '-c', name, img);
+      }
+    }
+    const { ours, theirs } = await both(async (c) => {
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', 'read-only': true, file: { driver: 'file', filename: v3 } });
+      return (await c.cmd('query-named-block-nodes')).filter((n: Json) => n.drv === 'qcow2').map((n: Json) => n.image);
+    });
+    expect(JSON.stringify(ours)).toContain('a name of some length');
+    expect(JSON.stringify(ours)).toContain('"old"');
+    for (const list of [ours, theirs]) {
+      for (const top of list as Json[]) for (let img = top; img; img = img['backing-image']) delete img['actual-size'];
+    }
+    expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
+  });
+
   it('lists the nodes of an implicitly opened chain in the reference order, and graphs them alike', async () => {
     const b1 = path.join(dir, 'order1.qcow2');
     const b2 = path.join(dir, 'order2.qcow2');

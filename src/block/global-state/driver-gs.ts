@@ -106,6 +106,8 @@ export interface ImageFacts {
   /** The backing file name as the image records it. */
   backingFilename?: string;
   backingFormat?: string;
+  /** Internal snapshots (SnapshotInfo objects), when the image has any. */
+  snapshots?: readonly object[];
 }
 
 /** What a driver's `create` may use. */

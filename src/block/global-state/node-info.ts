@@ -104,6 +104,7 @@ function imageInfo(node: BlockNode, flat: boolean): Record<string, unknown> {
     if (backing) image['full-backing-filename'] = resolveRecorded(node, backingName);
     if (facts?.backingFormat !== undefined) image['backing-filename-format'] = facts.backingFormat;
   }
+  if (facts?.snapshots?.length) image.snapshots = facts.snapshots;
   const below = nextInChain(node);
   if (below && !flat) image['backing-image'] = imageInfo(below, false);
   return image;

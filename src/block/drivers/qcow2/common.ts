@@ -4,6 +4,7 @@
  * Pure code: no I/O, no global state.
  */
 
+import type { SnapshotInfo } from './snapshot-table';
 import type { StoredBitmap } from '../../common/shared-dirty-bitmap';
 
 export const QCOW2_MAGIC = 0x514649fb;
@@ -240,6 +241,8 @@ export interface Qcow2State {
   extensions: Array<{ type: number; length: number }>;
   /** Persistent bitmaps found at open, until the GS half adopts them. */
   storedBitmaps?: StoredBitmap[];
+  /** The internal snapshot table, for queries. */
+  snapshots?: SnapshotInfo[];
 }
 
 /** What the I/O half reports to the GS half through an `io.event` notification. */

@@ -6,7 +6,7 @@
  */
 import { probeFormat } from '../../global-state/probe-format';
 import * as path from 'node:path';
-import type { GsDriver, OpenContext } from '../../global-state/driver-gs';
+import type { GsDriver, ImageFacts, OpenContext } from '../../global-state/driver-gs';
 import type { BlockNode } from '../../global-state/block-node';
 import { findNode } from '../../global-state/graph';
 import { onIoEvent } from '../../global-state/io-context';
@@ -37,6 +37,7 @@ import { headerWithBacking } from './backing-header';
 import * as proto from '../../common/io-context-protocol';
 import { IoError } from '../../common/io-types';
 import { loadStoredBitmaps, persistentBitmapRefusal } from './gs-bitmaps';
+import { readSnapshotTable } from './snapshot-table';
 
 async function readChild(ctx: OpenContext, child: BlockNode, offset: number, bytes: number): Promise<Buffer> {
   const n = Math.max(0, Math.min(bytes, child.length - offset));
@@ -204,6 +205,7 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     await openBacking(ctx, options, file, st);
     try {
       st.storedBitmaps = await loadStoredBitmaps(ctx, file, h, exts);
+      if (h.nbSnapshots > 0) st.snapshots = await readSnapshotTable((o, n) => readChild(ctx, file, o, n), h.snapshotsOffset, h.nbSnapshots);
     } catch (err) {
       if (err instanceof Qcow2FormatError) throw QmpError.generic(err.message);
       throw err;
@@ -246,10 +248,8 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
 
   imageInfo(node) {
     const st = stateOf(node);
-    const info: { clusterSize: number; dirtyFlag: boolean; backingFilename?: string; backingFormat?: string } = {
-      clusterSize: 2 ** st.clusterBits,
-      dirtyFlag: st.dirty,
-    };
+    const info: ImageFacts = { clusterSize: 2 ** st.clusterBits, dirtyFlag: st.dirty };
+    if (st.snapshots) info.snapshots = st.snapshots;
     if (st.backingFilename !== undefined) info.backingFilename = st.backingFilename;
     if (st.backingFormat !== undefined) info.backingFormat = st.backingFormat;
     return info;
