@@ -28,10 +28,11 @@ function images(dir: string): Record<string, string> {
   return { s: `${dir}/s.raw`, t: `${dir}/t.raw` };
 }
 
-type Node = { 'node-name': string; drv: string; file: string; 'dirty-bitmaps'?: Array<{ name?: string }> };
+type Node = { 'node-name': string; drv: string; file: string; image: Record<string, unknown>; 'dirty-bitmaps'?: Array<{ name?: string }> };
 
 /**
- * Node lists with automatic names and sizes masked. The reference also lists
+ * Node lists with automatic names and sizes masked (a file grows as the job
+ * copies into it, as far as it got when asked). The reference also lists
  * the anonymous bitmaps its jobs keep on their nodes; qbd keeps those inside
  * the job, so they are left out here.
  */
@@ -40,7 +41,8 @@ function nodeList(list: Node[]): unknown {
     JSON.stringify(
       list.map((n) => {
         const named = n['dirty-bitmaps']?.filter((b) => b.name !== undefined);
-        return { ...n, 'dirty-bitmaps': named?.length ? named : undefined };
+        const image = n.drv === 'file' ? { ...n.image, 'virtual-size': 0 } : n.image;
+        return { ...n, image, 'dirty-bitmaps': named?.length ? named : undefined };
       }),
     )
       .replace(/#block\d+/g, '#blockN')
