@@ -87,7 +87,7 @@ export class TransmissionConnection {
     private readonly onGone: (conn: TransmissionConnection) => void,
   ) {
     this.metaContexts = Object.entries(state.metaContexts).sort((a, b) => a[1] - b[1]);
-    this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req) });
+    this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req), payloadBuffer: takeReadBuffer });
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
@@ -260,7 +260,11 @@ export class TransmissionConnection {
       case CMD.READ:
         return this.read(req);
       case CMD.WRITE:
-        if (req.length > 0) await backend.write(req.offset, req.payload!, { fua });
+        if (req.length > 0) {
+          await backend.write(req.offset, req.payload!, { fua });
+          // Pooled when it was joined from several chunks; kept out of the pool after a failure (pieces may still be under way).
+          releaseReadBuffer(req.payload!);
+        }
         return this.doneReply(req);
       case CMD.WRITE_ZEROES:
         if (req.length > 0) {
@@ -291,12 +295,8 @@ export class TransmissionConnection {
     if (req.length === 0) return this.doneReply(req);
     if (!this.state.structuredReply || req.flags & CMD_FLAG.DF) {
       const buf = takeReadBuffer(req.length);
-      try {
-        await backend.read(req.offset, buf);
-      } catch (err) {
-        releaseReadBuffer(buf);
-        throw err;
-      }
+      // On failure the buffer is left to the collector: pieces of the read may still be filling it.
+      await backend.read(req.offset, buf);
       const written = (): void => releaseReadBuffer(buf);
       if (!this.state.structuredReply) return this.simpleReply(req, 0, buf, written);
       return this.sendChunks(req, [{ offset: req.offset, data: buf }], written);
@@ -323,7 +323,8 @@ export class TransmissionConnection {
         pos += len;
       }
     } catch (err) {
-      release();
+      // Pooled again only the chunks read in full; the one that failed may still be filling.
+      for (const c of chunks.slice(0, -1)) if (c.data) releaseReadBuffer(c.data);
       throw err;
     }
     this.sendChunks(req, chunks, release);
