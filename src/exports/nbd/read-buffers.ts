@@ -15,6 +15,12 @@ const MIN_CLASS = 4096;
 const MAX_CLASS = 4 * 1024 * 1024;
 /** Bytes the free lists may hold in all. */
 const KEEP_BYTES = 64 * 1024 * 1024;
+/**
+ * Spare bytes in front of a reply's data, room for its header (a structured
+ * OFFSET_DATA chunk's 28, a simple reply's 16): the reply then leaves as one
+ * buffer, which a TLS session encrypts without first joining header and data.
+ */
+export const REPLY_HEADROOM = 32;
 
 const free = new Map<number, Buffer[]>();
 let keptBytes = 0;
@@ -27,10 +33,10 @@ function classOf(length: number): number {
   return size;
 }
 
-/** A buffer of exactly `length` bytes, contents undefined; hand it back with `releaseReadBuffer` once nothing uses it. */
-export function takeReadBuffer(length: number): Buffer {
-  if (length > MAX_CLASS) return Buffer.allocUnsafe(length);
-  const size = classOf(length);
+/** A whole pooled buffer with room for `length` bytes after REPLY_HEADROOM. */
+function takeWhole(length: number): Buffer {
+  if (length > MAX_CLASS) return Buffer.allocUnsafe(length + REPLY_HEADROOM);
+  const size = classOf(length) + REPLY_HEADROOM;
   let whole = free.get(size)?.pop();
   if (whole) {
     keptBytes -= size;
@@ -39,7 +45,22 @@ export function takeReadBuffer(length: number): Buffer {
     whole = Buffer.allocUnsafeSlow(size);
     owned.add(whole.buffer);
   }
-  return whole.subarray(0, length);
+  return whole;
+}
+
+/** A buffer of exactly `length` bytes, contents undefined; hand it back with `releaseReadBuffer` once nothing uses it. */
+export function takeReadBuffer(length: number): Buffer {
+  return takeWhole(length).subarray(0, length);
+}
+
+/**
+ * A reply buffer: `data` is `length` bytes starting REPLY_HEADROOM bytes
+ * into `whole`, so a header can be written just in front of it; hand
+ * `whole` back with `releaseReadBuffer`.
+ */
+export function takeReplyBuffer(length: number): { whole: Buffer; data: Buffer } {
+  const whole = takeWhole(length);
+  return { whole, data: whole.subarray(REPLY_HEADROOM, REPLY_HEADROOM + length) };
 }
 
 /**
