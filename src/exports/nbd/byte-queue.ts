@@ -13,8 +13,11 @@ export class ByteQueue {
     this.length += chunk.length;
   }
 
-  /** Removes and returns the first `n` bytes; the caller checked `length >= n`. */
-  take(n: number): Buffer {
+  /**
+   * Removes and returns the first `n` bytes; the caller checked `length >= n`.
+   * Bytes spread over several chunks are joined into a buffer from `alloc`.
+   */
+  take(n: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
     const first = this.chunks[0];
     if (first && first.length >= n) {
       this.length -= n;
@@ -25,7 +28,7 @@ export class ByteQueue {
       this.chunks[0] = first.subarray(n);
       return first.subarray(0, n);
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = alloc(n);
     let at = 0;
     while (at < n) {
       const c = this.chunks[0]!;

@@ -24,7 +24,7 @@ import {
   STRUCTURED_REPLY_MAGIC,
   nbdErrorOf,
 } from './protocol';
-import { releaseReadBuffer, takeReadBuffer } from './read-buffers';
+import { REPLY_HEADROOM, releaseReadBuffer, takeReadBuffer, takeReplyBuffer } from './read-buffers';
 import { NbdFramingError, RequestParser, type NbdRequest } from './request-parser';
 
 /** Requests one connection may have in flight before it stops reading. */
@@ -61,6 +61,14 @@ function writeOffset(buf: Buffer, offset: number, at: number): void {
   buf.writeUInt32BE(offset >>> 0, at + 4);
 }
 
+/** A piece of a READ reply: data read into a pooled reply buffer (`whole`, with headroom for the chunk header), or a hole. */
+interface ReadChunk {
+  offset: number;
+  whole?: Buffer;
+  data?: Buffer;
+  hole?: number;
+}
+
 export interface ServedExport {
   readonly entry: NbdExportEntry;
   readonly backend: IoBackend;
@@ -87,7 +95,7 @@ export class TransmissionConnection {
     private readonly onGone: (conn: TransmissionConnection) => void,
   ) {
     this.metaContexts = Object.entries(state.metaContexts).sort((a, b) => a[1] - b[1]);
-    this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req) });
+    this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req), payloadBuffer: takeReadBuffer });
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
@@ -260,7 +268,11 @@ export class TransmissionConnection {
       case CMD.READ:
         return this.read(req);
       case CMD.WRITE:
-        if (req.length > 0) await backend.write(req.offset, req.payload!, { fua });
+        if (req.length > 0) {
+          await backend.write(req.offset, req.payload!, { fua });
+          // Pooled when it was joined from several chunks; kept out of the pool after a failure (pieces may still be under way).
+          releaseReadBuffer(req.payload!);
+        }
         return this.doneReply(req);
       case CMD.WRITE_ZEROES:
         if (req.length > 0) {
@@ -290,21 +302,17 @@ export class TransmissionConnection {
     const backend = this.exp.backend;
     if (req.length === 0) return this.doneReply(req);
     if (!this.state.structuredReply || req.flags & CMD_FLAG.DF) {
-      const buf = takeReadBuffer(req.length);
-      try {
-        await backend.read(req.offset, buf);
-      } catch (err) {
-        releaseReadBuffer(buf);
-        throw err;
-      }
-      const written = (): void => releaseReadBuffer(buf);
-      if (!this.state.structuredReply) return this.simpleReply(req, 0, buf, written);
-      return this.sendChunks(req, [{ offset: req.offset, data: buf }], written);
+      const { whole, data } = takeReplyBuffer(req.length);
+      // On failure the buffer is left to the collector: pieces of the read may still be filling it.
+      await backend.read(req.offset, data);
+      const written = (): void => releaseReadBuffer(whole);
+      if (!this.state.structuredReply) return this.simpleDataReply(req, whole, data.length, written);
+      return this.sendChunks(req, [{ offset: req.offset, whole, data }], written);
     }
     // Holes go out as hole chunks: the client learns they read as zero without the bytes crossing the wire.
-    const chunks: Array<{ offset: number; data?: Buffer; hole?: number }> = [];
+    const chunks: ReadChunk[] = [];
     const release = (): void => {
-      for (const c of chunks) if (c.data) releaseReadBuffer(c.data);
+      for (const c of chunks) if (c.whole) releaseReadBuffer(c.whole);
     };
     const end = req.offset + req.length;
     try {
@@ -316,33 +324,44 @@ export class TransmissionConnection {
           if (last?.hole !== undefined) last.hole += len;
           else chunks.push({ offset: pos, hole: len });
         } else {
-          const data = takeReadBuffer(len);
-          chunks.push({ offset: pos, data });
+          const { whole, data } = takeReplyBuffer(len);
+          chunks.push({ offset: pos, whole, data });
           await backend.read(pos, data);
         }
         pos += len;
       }
     } catch (err) {
-      release();
+      // Pooled again only the chunks read in full; the one that failed may still be filling.
+      for (const c of chunks.slice(0, -1)) if (c.whole) releaseReadBuffer(c.whole);
       throw err;
     }
     this.sendChunks(req, chunks, release);
   }
 
-  private sendChunks(req: NbdRequest, chunks: Array<{ offset: number; data?: Buffer; hole?: number }>, written?: () => void): void {
+  /** A simple reply carrying data: its header goes into the headroom in front of the data, so the reply is one buffer. */
+  private simpleDataReply(req: NbdRequest, whole: Buffer, length: number, written: () => void): void {
+    const at = REPLY_HEADROOM - 16;
+    whole.writeUInt32BE(SIMPLE_REPLY_MAGIC, at);
+    whole.writeUInt32BE(0, at + 4);
+    req.handle.copy(whole, at + 8);
+    this.send([whole.subarray(at, REPLY_HEADROOM + length)], written);
+  }
+
+  private sendChunks(req: NbdRequest, chunks: ReadChunk[], written?: () => void): void {
     const parts: Buffer[] = [];
     chunks.forEach((c, i) => {
       const flags = i === chunks.length - 1 ? REPLY_FLAG_DONE : 0;
       if (c.data) {
-        // Chunk header and offset in one buffer, the data as it was read: two writes, no copy.
-        const h = Buffer.allocUnsafe(28);
-        h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-        h.writeUInt16BE(flags, 4);
-        h.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, 6);
-        req.handle.copy(h, 8);
-        h.writeUInt32BE(8 + c.data.length, 16);
-        writeOffset(h, c.offset, 20);
-        parts.push(h, c.data);
+        // Chunk header and offset in the headroom just in front of the data: one buffer, no copy.
+        const h = c.whole!;
+        const at = REPLY_HEADROOM - 28;
+        h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, at);
+        h.writeUInt16BE(flags, at + 4);
+        h.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, at + 6);
+        req.handle.copy(h, at + 8);
+        h.writeUInt32BE(8 + c.data.length, at + 16);
+        writeOffset(h, c.offset, at + 20);
+        parts.push(h.subarray(at, REPLY_HEADROOM + c.data.length));
       } else {
         const h = this.chunkHeader(req, flags, REPLY_TYPE.OFFSET_HOLE, 12);
         const body = Buffer.allocUnsafe(12);

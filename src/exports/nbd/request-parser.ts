@@ -34,6 +34,8 @@ type State = { name: 'header' } | { name: 'payload'; req: NbdRequest } | { name:
 export interface RequestParserOptions {
   maxPayload: number;
   onRequest(req: NbdRequest): void;
+  /** Where a WRITE payload that arrived in several chunks is joined (a payload inside one chunk is handed on as it is). */
+  payloadBuffer?: (length: number) => Buffer;
 }
 
 export class RequestParser {
@@ -88,7 +90,7 @@ export class RequestParser {
         }
         case 'payload': {
           if (this.queue.length < st.req.length) return;
-          st.req.payload = this.queue.take(st.req.length);
+          st.req.payload = this.queue.take(st.req.length, this.opts.payloadBuffer);
           this.state = { name: 'header' };
           this.opts.onRequest(st.req);
           break;

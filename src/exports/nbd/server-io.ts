@@ -22,6 +22,7 @@ import type { Duplex } from 'node:stream';
 import { MessageChannel } from 'node:worker_threads';
 import { PortStream, relayOverPort } from './port-relay';
 import { TransmissionConnection } from './connection';
+import { writeLargeChunksAlone } from './tls-writes';
 import { greeting, Handshake, type ExportDirectory } from './handshake';
 import * as msg from './messages';
 
@@ -240,6 +241,7 @@ class NbdContextService implements ExportDirectory {
    * session stays in `sockets`, so it counts against max-connections here.
    */
   private relay(secure: tls.TLSSocket, state: msg.NegotiatedState, leftover: Buffer): void {
+    writeLargeChunksAlone(secure);
     const { port1, port2 } = new MessageChannel();
     const ticket = this.nextTicket++;
     this.runtime.channel.request(msg.nbdHandoff, { port: port2, ticket, state, leftover }, [port2]).then(
@@ -258,6 +260,7 @@ class NbdContextService implements ExportDirectory {
     const known = this.exports.get(state.exportName);
     if (!known?.backend) return void socket.destroy();
     const backend = known.backend;
+    if (socket instanceof tls.TLSSocket) writeLargeChunksAlone(socket);
     const graph = this.runtime.graph;
     const served = { entry: known.entry, backend, alive: () => graph.nodes.get(backend.root.name) === backend.root };
     const conn = new TransmissionConnection(socket, served, state, leftover, (c) =>
