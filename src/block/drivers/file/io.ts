@@ -18,9 +18,9 @@
  * context meanwhile (and it measured no faster on ext4). O_DIRECT nodes
  * never take the fast path: a nowait direct read either fails or waits for
  * the disk on this thread. Fast-path completions are microtasks, so after
- * FAST_BYTES_PER_TURN bytes in one turn of the event loop requests go
- * through the thread pool until the loop has run. Any failure of the fast
- * path is left to the thread-pool path to report. Without the addon
+ * FAST_BYTES_PER_TURN bytes in one turn of the event loop further requests
+ * wait for the loop to run before taking it. Any failure of the fast path
+ * is left to the thread-pool path to report. Without the addon
  * (QBD_NATIVE=off) the nowait calls answer "unsupported" and everything
  * goes through the thread pool.
  */
@@ -71,15 +71,17 @@ function nowaitOf(state: FileState): NowaitSupport {
 }
 
 /**
- * Bytes the fast path may move before this thread's event loop gets a turn:
+ * Bytes the fast path may move in one turn of this thread's event loop:
  * requests served from the page cache complete as microtasks, and a copy
- * loop made only of them would otherwise keep messages and sockets waiting.
+ * loop made only of them would otherwise keep the context's sockets and
+ * messages waiting. Past the budget a request waits for the next turn.
  */
 const FAST_BYTES_PER_TURN = 8 << 20;
 let fastBytesThisTurn = 0;
 let turnScheduled = false;
 
-function fastPathAllowed(bytes: number): boolean {
+/** Counts `bytes` against this turn's budget; false when the budget is spent. */
+function spendFastBytes(bytes: number): boolean {
   if (!turnScheduled) {
     turnScheduled = true;
     setImmediate(() => {
@@ -92,44 +94,46 @@ function fastPathAllowed(bytes: number): boolean {
   return true;
 }
 
-/**
- * The part of a read the page cache serves at once, on this thread; the
- * caller reads the rest through the thread pool. -1: the file ends before
- * `buf` does, and the fast path reached its end.
- */
-function readCached(state: FileState, buf: Buffer, offset: number): number {
-  const support = nowaitOf(state);
-  if (!support.read || !fastPathAllowed(buf.length)) return 0;
-  let n: number;
-  try {
-    n = native.readNowait(state.fd, buf, offset);
-  } catch {
-    return 0; // the thread-pool path reports the error
-  }
-  if (n === native.NOWAIT_UNSUPPORTED) support.read = false;
-  if (n === 0) return -1;
-  return Math.max(0, n);
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Like readCached for writes: the part the file system takes without waiting. */
-function writeCached(state: FileState, buf: Buffer, offset: number): number {
-  const support = nowaitOf(state);
-  if (!support.write || !fastPathAllowed(buf.length)) return 0;
+/** Waits, if the budget is spent, until the event loop has run and `bytes` fit in a new turn's budget. */
+async function waitForBudget(bytes: number): Promise<void> {
+  do await nextTurn();
+  while (!spendFastBytes(bytes));
+}
+
+type Nowait = (fd: number, buf: Uint8Array, offset: number) => number;
+
+/**
+ * One nowait transfer on this thread: the bytes moved (0 up to all of
+ * `buf`), or 0 when the kernel would have waited or failed; the caller
+ * moves the rest through the thread pool, which reports any error. -1: a
+ * read found the end of the file at `offset`.
+ */
+function transferNowait(call: Nowait, support: NowaitSupport, kind: 'read' | 'write', state: FileState, buf: Buffer, offset: number): number {
   let n: number;
   try {
-    n = native.writeNowait(state.fd, buf, offset);
+    n = call(state.fd, buf, offset);
   } catch {
     return 0;
   }
-  if (n === native.NOWAIT_UNSUPPORTED) support.write = false;
+  if (n === native.NOWAIT_UNSUPPORTED) support[kind] = false;
+  if (n === 0 && buf.length > 0 && kind === 'read') return -1;
   return Math.max(0, n);
 }
 
 async function readFull(node: IoNode<FileState>, offset: number, buf: Buffer): Promise<void> {
-  let done = readCached(node.state, buf, offset);
-  if (done === -1) {
-    buf.fill(0);
-    return;
+  const support = nowaitOf(node.state);
+  let done = 0;
+  if (support.read) {
+    if (!spendFastBytes(buf.length)) await waitForBudget(buf.length);
+    done = transferNowait(native.readNowait, support, 'read', node.state, buf, offset);
+    if (done === -1) {
+      buf.fill(0);
+      return;
+    }
   }
   while (done < buf.length) {
     const n = await preadOnce(node.state.fd, buf.subarray(done), offset + done);
@@ -143,7 +147,12 @@ async function readFull(node: IoNode<FileState>, offset: number, buf: Buffer): P
 }
 
 async function writeFull(node: IoNode<FileState>, offset: number, buf: Buffer): Promise<void> {
-  let done = writeCached(node.state, buf, offset);
+  const support = nowaitOf(node.state);
+  let done = 0;
+  if (support.write) {
+    if (!spendFastBytes(buf.length)) await waitForBudget(buf.length);
+    done = transferNowait(native.writeNowait, support, 'write', node.state, buf, offset);
+  }
   while (done < buf.length) {
     done += await pwriteOnce(node.state.fd, buf.subarray(done), offset + done);
   }
