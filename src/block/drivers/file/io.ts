@@ -16,8 +16,10 @@
  * used instead: it can sleep in dirty-page throttling or block allocation
  * and would stall every other request, socket and message of the I/O
  * context meanwhile (and it measured no faster on ext4). O_DIRECT nodes
- * never take the fast path: a nowait direct read either fails or waits for
- * the disk on this thread. Fast-path completions are microtasks, so after
+ * never take the fast path (a nowait direct read either fails or waits for
+ * the disk on this thread), nor do requests over FAST_PATH_MAX_REQUEST
+ * (their copy would hold up the context longer than the round trip costs
+ * them). Fast-path completions are microtasks, so after
  * FAST_BYTES_PER_TURN bytes in one turn of the event loop further requests
  * wait for the loop to run before taking it. Any failure of the fast path
  * is left to the thread-pool path to report. Without the addon
@@ -77,6 +79,12 @@ function nowaitOf(state: FileState): NowaitSupport {
  * messages waiting. Past the budget a request waits for the next turn.
  */
 const FAST_BYTES_PER_TURN = 8 << 20;
+/**
+ * Larger requests go straight to the thread pool: its round trip is small
+ * beside their copy, and a copy of many megabytes on this thread would hold
+ * up everything else the context serves.
+ */
+const FAST_PATH_MAX_REQUEST = 1 << 20;
 let fastBytesThisTurn = 0;
 let turnScheduled = false;
 
@@ -127,7 +135,7 @@ function transferNowait(call: Nowait, support: NowaitSupport, kind: 'read' | 'wr
 async function readFull(node: IoNode<FileState>, offset: number, buf: Buffer): Promise<void> {
   const support = nowaitOf(node.state);
   let done = 0;
-  if (support.read) {
+  if (support.read && buf.length <= FAST_PATH_MAX_REQUEST) {
     if (!spendFastBytes(buf.length)) await waitForBudget(buf.length);
     done = transferNowait(native.readNowait, support, 'read', node.state, buf, offset);
     if (done === -1) {
@@ -149,7 +157,7 @@ async function readFull(node: IoNode<FileState>, offset: number, buf: Buffer): P
 async function writeFull(node: IoNode<FileState>, offset: number, buf: Buffer): Promise<void> {
   const support = nowaitOf(node.state);
   let done = 0;
-  if (support.write) {
+  if (support.write && buf.length <= FAST_PATH_MAX_REQUEST) {
     if (!spendFastBytes(buf.length)) await waitForBudget(buf.length);
     done = transferNowait(native.writeNowait, support, 'write', node.state, buf, offset);
   }
