@@ -64,14 +64,20 @@ function qemuBench(w: Workload, file: string): number {
   return (w.count * w.size) / (1 << 20) / Number(m[1]);
 }
 
+/** Issues one request; `data` is what a write writes and where a read lands. */
 type Issue = (write: boolean, offset: number, size: number, data: Buffer) => Promise<unknown>;
 
-/** Runs the workload's requests, `depth` at a time; returns MiB/s. */
+/**
+ * Runs the workload's requests, `depth` at a time; returns MiB/s. Each queue
+ * slot owns one buffer for its whole run, as in qemu-img bench (and as the
+ * NBD export reuses its read buffers): a fresh allocation per request would
+ * measure the allocator and page faults rather than the I/O path.
+ */
 async function drive(w: Workload, issue: Issue): Promise<number> {
-  const data = Buffer.alloc(w.size, 0xa5);
   let next = 0;
   const start = process.hrtime.bigint();
   const worker = async (): Promise<void> => {
+    const data = Buffer.alloc(w.size, 0xa5);
     while (next < w.count) {
       const offset = (next++ * w.step) % IMAGE_SIZE;
       await issue(w.write, offset, w.size, data);
@@ -110,7 +116,7 @@ async function qbdDirectBench(w: Workload, file: string): Promise<number> {
   graph.attach(descriptorOf(gsNode));
   const node = graph.get(name);
   try {
-    return await drive(w, (write, offset, size, data) => (write ? writeNode(node, offset, data) : readNode(node, offset, Buffer.allocUnsafe(size))));
+    return await drive(w, (write, offset, _size, data) => (write ? writeNode(node, offset, data) : readNode(node, offset, data)));
   } finally {
     await graph.detach(name);
     await graph.detach(gsNode.child('file')!.name);

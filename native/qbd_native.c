@@ -4,7 +4,8 @@
  * Everything takes a file descriptor that JavaScript opened with node:fs.
  * Calls that can take long (fallocate, BLKDISCARD, BLKZEROOUT) run as async
  * work on the libuv thread pool and return a Promise; the rest are quick and
- * synchronous. Failures carry `code` (the errno name), `errno` (negative, as in
+ * synchronous. readNowait/writeNowait are synchronous too: with RWF_NOWAIT
+ * the kernel refuses (EAGAIN) rather than wait for the disk. Failures carry `code` (the errno name), `errno` (negative, as in
  * node:fs errors) and `syscall`.
  *
  * The module keeps no global state, so every worker thread may load it.
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -432,6 +434,82 @@ static napi_value block_device_zero_out(napi_env env, napi_callback_info info) {
                         "qbd:blockDeviceZeroOut");
 }
 
+/* ---- page-cache reads and writes that never wait (RWF_NOWAIT) ----------- */
+
+/* What readNowait/writeNowait answer instead of a byte count. */
+#define NOWAIT_WOULD_BLOCK -1
+#define NOWAIT_UNSUPPORTED -2
+
+/*
+ * One preadv2/pwritev2 with RWF_NOWAIT on the calling thread, for
+ * (fd, buf, offset). Answers the bytes transferred (possibly fewer than
+ * asked: the rest is not cached, or the file ends), NOWAIT_WOULD_BLOCK when
+ * nothing could be done without waiting for the disk, or NOWAIT_UNSUPPORTED
+ * when the kernel or file cannot do it at all (the caller should stop
+ * trying). Other failures throw.
+ */
+static napi_value rw_nowait(napi_env env, napi_callback_info info, bool write) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!get_fd(env, argv, argc, &fd))
+    return NULL;
+  bool is_typed_array = false;
+  if (argc >= 2)
+    NAPI_CALL(env, napi_is_typedarray(env, argv[1], &is_typed_array));
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0, byte_offset;
+  void *data = NULL;
+  napi_value array_buffer;
+  if (is_typed_array)
+    NAPI_CALL(env, napi_get_typedarray_info(env, argv[1], &type, &length,
+                                            &data, &array_buffer,
+                                            &byte_offset));
+  if (!is_typed_array || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "buf must be a Uint8Array");
+    return NULL;
+  }
+  int64_t offset;
+  if (!get_integer(env, argv, argc, 2, "offset", 0, MAX_SAFE_INTEGER, &offset))
+    return NULL;
+
+  ssize_t done = 0;
+  if (length > 0) {
+#ifdef RWF_NOWAIT
+    struct iovec iov = {data, length};
+    do
+      done = write ? pwritev2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT)
+                   : preadv2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    while (done < 0 && errno == EINTR);
+    if (done < 0) {
+      if (errno == EAGAIN)
+        done = NOWAIT_WOULD_BLOCK;
+      else if (errno == EOPNOTSUPP || errno == ENOTSUP || errno == ENOSYS)
+        done = NOWAIT_UNSUPPORTED;
+      else {
+        throw_errno(env, errno, write ? "pwritev2" : "preadv2");
+        return NULL;
+      }
+    }
+#else
+    done = NOWAIT_UNSUPPORTED;
+#endif
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_int64(env, (int64_t)done, &result));
+  return result;
+}
+
+static napi_value read_nowait(napi_env env, napi_callback_info info) {
+  return rw_nowait(env, info, false);
+}
+
+static napi_value write_nowait(napi_env env, napi_callback_info info) {
+  return rw_nowait(env, info, true);
+}
+
 /* ---- block device queries ------------------------------------------------ */
 
 static napi_value block_device_size(napi_env env, napi_callback_info info) {
@@ -659,6 +737,10 @@ NAPI_MODULE_INIT() {
       {"bufferAddressAlignment", NULL, buffer_address_alignment, NULL, NULL,
        NULL, napi_enumerable, NULL},
       {"dupFd", NULL, dup_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readNowait", NULL, read_nowait, NULL, NULL, NULL, napi_enumerable,
+       NULL},
+      {"writeNowait", NULL, write_nowait, NULL, NULL, NULL, napi_enumerable,
+       NULL},
   };
   NAPI_CALL(env, napi_define_properties(
                      env, exports, sizeof(functions) / sizeof(functions[0]),

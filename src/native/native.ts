@@ -29,6 +29,18 @@
  * - alignedBuffer: a zeroed Buffer of no known alignment;
  *   bufferAddressAlignment always answers 1, so O_DIRECT users can tell.
  *
+ * - readNowait/writeNowait: NOWAIT_UNSUPPORTED, so callers take their
+ *   asynchronous path.
+ *
+ * readNowait/writeNowait (preadv2/pwritev2 with RWF_NOWAIT) move data on the
+ * calling thread only when no disk wait is needed: a read served by the page
+ * cache, a write the file system can take without blocking. They answer the
+ * bytes moved (possibly fewer than asked), NOWAIT_WOULD_BLOCK, or
+ * NOWAIT_UNSUPPORTED when the kernel or file system cannot do it at all
+ * (buffered RWF_NOWAIT writes, for one, exist only on some file systems).
+ * An addon built before they existed still serves everything else; they
+ * answer NOWAIT_UNSUPPORTED then.
+ *
  * `dupFd` (a second descriptor for an open socket, so one thread can hand a
  * connection to another) is looked up on its own: an addon built before it
  * existed still serves everything else, and dupFd then throws ENOTSUP.
@@ -91,7 +103,16 @@ export interface NativeOps {
   alignedBuffer(size: number, alignment: number): Buffer;
   /** The largest power of two, at most 4096, dividing the address of buf's first byte. */
   bufferAddressAlignment(buf: Uint8Array): number;
+  /** preadv2(RWF_NOWAIT) into buf at `offset`: bytes read (0 at end of file), NOWAIT_WOULD_BLOCK or NOWAIT_UNSUPPORTED. */
+  readNowait(fd: number, buf: Uint8Array, offset: number): number;
+  /** pwritev2(RWF_NOWAIT) of buf at `offset`: bytes written, NOWAIT_WOULD_BLOCK or NOWAIT_UNSUPPORTED. */
+  writeNowait(fd: number, buf: Uint8Array, offset: number): number;
 }
+
+/** readNowait/writeNowait: nothing moved without waiting for the disk (EAGAIN). */
+export const NOWAIT_WOULD_BLOCK = -1;
+/** readNowait/writeNowait: this kernel, file system or build cannot do it; stop trying on this file. */
+export const NOWAIT_UNSUPPORTED = -2;
 
 const ADDON_FILE = 'qbd_native.node';
 const ZERO_CHUNK = 1024 * 1024;
@@ -243,11 +264,29 @@ export const fallbackNative: NativeOps = {
     }
     return 1;
   },
+  readNowait(fd, buf, offset) {
+    checkNowaitArgs(fd, buf, offset);
+    return NOWAIT_UNSUPPORTED;
+  },
+  writeNowait(fd, buf, offset) {
+    checkNowaitArgs(fd, buf, offset);
+    return NOWAIT_UNSUPPORTED;
+  },
 };
+
+function checkNowaitArgs(fd: number, buf: Uint8Array, offset: number): void {
+  checkInteger(fd, 'fd', 0, MAX_FD);
+  if (!(buf instanceof Uint8Array)) {
+    throw Object.assign(new TypeError('buf must be a Uint8Array'), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  checkInteger(offset, 'offset', 0, Number.MAX_SAFE_INTEGER);
+}
 
 // ---- addon ----------------------------------------------------------------
 
-const OPERATIONS = Object.keys(fallbackNative) as (keyof NativeOps)[];
+/** Added after the first release: an addon built before them still loads, and they fall back. */
+const OPTIONAL_OPERATIONS: (keyof NativeOps)[] = ['readNowait', 'writeNowait'];
+const OPERATIONS = (Object.keys(fallbackNative) as (keyof NativeOps)[]).filter((name) => !OPTIONAL_OPERATIONS.includes(name));
 
 /** Runs `start` so that a synchronous throw (a bad argument) becomes a rejection too. */
 async function settle(start: () => Promise<void>): Promise<void> {
@@ -270,6 +309,9 @@ function wrapAddon(addon: NativeOps): NativeOps {
     ofdTestLock: (fd, start, length, type) => addon.ofdTestLock(fd, start, length, type),
     alignedBuffer: (size, alignment) => addon.alignedBuffer(size, alignment),
     bufferAddressAlignment: (buf) => addon.bufferAddressAlignment(buf),
+    // Called directly: they sit on the hot path of every cached read.
+    readNowait: typeof addon.readNowait === 'function' ? addon.readNowait : fallbackNative.readNowait,
+    writeNowait: typeof addon.writeNowait === 'function' ? addon.writeNowait : fallbackNative.writeNowait,
   };
 }
 
@@ -322,6 +364,8 @@ export const {
   ofdTestLock,
   alignedBuffer,
   bufferAddressAlignment,
+  readNowait,
+  writeNowait,
 } = native;
 
 type DupFd = (fd: number) => number;

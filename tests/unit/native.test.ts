@@ -10,6 +10,8 @@ import {
   native,
   nativeAvailable,
   nativeLoadError,
+  NOWAIT_UNSUPPORTED,
+  NOWAIT_WOULD_BLOCK,
   type NativeOps,
 } from '../../src/native/native';
 
@@ -71,6 +73,8 @@ describe('loading', () => {
       expect(fresh.nativeAvailable).toBe(false);
       expect(fresh.native).toBe(fresh.fallbackNative);
       expect(fresh.nativeLoadError?.message).toMatch(/QBD_NATIVE=off/);
+      expect(fresh.readNowait(0, Buffer.alloc(1), 0)).toBe(fresh.NOWAIT_UNSUPPORTED);
+      expect(fresh.writeNowait(0, Buffer.alloc(1), 0)).toBe(fresh.NOWAIT_UNSUPPORTED);
     } finally {
       delete process.env.QBD_NATIVE;
       vi.resetModules();
@@ -203,6 +207,37 @@ describe.each(implementations)('with %s', (_name, ops, available) => {
       }
     });
 
+    it('answers a nowait read or write with a byte count or one of the two NOWAIT results', () => {
+      const { fd } = makeFile(0);
+      try {
+        fs.writeSync(fd, Buffer.alloc(64 * KiB, 0x3c), 0, 64 * KiB, 0);
+        const into = Buffer.alloc(64 * KiB);
+        const read = ops.readNowait(fd, into, 0);
+        expect([64 * KiB, NOWAIT_WOULD_BLOCK, NOWAIT_UNSUPPORTED].includes(read) || (read > 0 && read < 64 * KiB)).toBe(true);
+        if (read > 0) expect(into.subarray(0, read).every((byte) => byte === 0x3c)).toBe(true);
+        const data = Buffer.alloc(4 * KiB, 0x7e);
+        const written = ops.writeNowait(fd, data, 8 * KiB);
+        expect(written === NOWAIT_WOULD_BLOCK || written === NOWAIT_UNSUPPORTED || (written > 0 && written <= 4 * KiB)).toBe(true);
+        if (written > 0) expect(readAt(fd, 8 * KiB, written).every((byte) => byte === 0x7e)).toBe(true);
+        else expect(readAt(fd, 8 * KiB, 4 * KiB).every((byte) => byte === 0x3c)).toBe(true);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+
+    it('refuses bad arguments to the nowait calls', () => {
+      const { fd } = makeFile(4 * KiB);
+      try {
+        const buf = Buffer.alloc(512);
+        expect(() => ops.readNowait(fd, buf, -1)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+        expect(() => ops.writeNowait(fd, buf, 0.5)).toThrow(RangeError);
+        expect(() => ops.readNowait(fd, 'data' as unknown as Uint8Array, 0)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+        expect(() => ops.writeNowait(-1, buf, 0)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+
     it('hands out zero-filled buffers of the asked size', () => {
       const buf = ops.alignedBuffer(8 * KiB, 4 * KiB);
       expect(Buffer.isBuffer(buf)).toBe(true);
@@ -216,6 +251,65 @@ describe.each(implementations)('with %s', (_name, ops, available) => {
 });
 
 describe.skipIf(!nativeAvailable)('the addon', () => {
+  describe('nowait reads and writes', () => {
+    it('reads data the page cache holds on the calling thread', () => {
+      const { fd } = makeFile(0);
+      try {
+        const data = Buffer.alloc(256 * KiB);
+        for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+        fs.writeSync(fd, data, 0, data.length, 0);
+        // Just written through the page cache, and read once more to be sure it is there.
+        readAt(fd, 0, data.length);
+        const into = Buffer.alloc(64 * KiB);
+        expect(native.readNowait(fd, into, 64 * KiB)).toBe(64 * KiB);
+        expect(into.equals(data.subarray(64 * KiB, 128 * KiB))).toBe(true);
+        // A view at an offset inside a larger buffer lands where the view is.
+        const whole = Buffer.alloc(8 * KiB, 0xee);
+        expect(native.readNowait(fd, whole.subarray(KiB, 2 * KiB), 3)).toBe(KiB);
+        expect(whole.subarray(KiB, 2 * KiB).equals(data.subarray(3, 3 + KiB))).toBe(true);
+        expect(whole[KiB - 1]).toBe(0xee);
+        expect(whole[2 * KiB]).toBe(0xee);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+
+    it('answers 0 at the end of the file and the bytes left before it', () => {
+      const { fd } = makeFile(0);
+      try {
+        fs.writeSync(fd, Buffer.alloc(5000, 9), 0, 5000, 0);
+        readAt(fd, 0, 5000);
+        const into = Buffer.alloc(8 * KiB);
+        expect(native.readNowait(fd, into, 4096)).toBe(904);
+        expect(native.readNowait(fd, into, 5000)).toBe(0);
+        expect(native.readNowait(fd, into, 1 << 30)).toBe(0);
+        expect(native.readNowait(fd, Buffer.alloc(0), 0)).toBe(0);
+        expect(native.writeNowait(fd, Buffer.alloc(0), 0)).toBe(0);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+
+    it('throws other failures with their errno name', () => {
+      const { fd } = makeFile(4 * KiB);
+      fs.closeSync(fd);
+      expect(() => native.readNowait(fd, Buffer.alloc(512), 0)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'preadv2' }));
+      expect(() => native.writeNowait(fd, Buffer.alloc(512), 0)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'pwritev2' }));
+    });
+
+    it('never writes through a read-only descriptor', () => {
+      const { file, fd } = makeFile(4 * KiB);
+      fs.closeSync(fd);
+      const ro = fs.openSync(file, 'r');
+      try {
+        expect(() => native.writeNowait(ro, Buffer.alloc(512, 1), 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+        expect(isAllZero(readAt(ro, 0, 4 * KiB))).toBe(true);
+      } finally {
+        fs.closeSync(ro);
+      }
+    });
+  });
+
   it('finds the exact data and hole boundaries of a sparse file', () => {
     const { fd } = makeFile(4 * MiB);
     try {
@@ -521,6 +615,20 @@ describe('the fallback', () => {
       await fallbackNative.blockDeviceZeroOut(fd, 512, MiB + 512);
       expect(isAllZero(readAt(fd, 512, MiB + 512))).toBe(true);
       expect(readAt(fd, MiB + 1024, 1)[0]).toBe(3);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('answers every nowait read and write with NOWAIT_UNSUPPORTED, touching nothing', () => {
+    const { fd } = makeFile(0);
+    try {
+      fs.writeSync(fd, Buffer.alloc(4 * KiB, 5), 0, 4 * KiB, 0);
+      const into = Buffer.alloc(4 * KiB);
+      expect(fallbackNative.readNowait(fd, into, 0)).toBe(NOWAIT_UNSUPPORTED);
+      expect(isAllZero(into)).toBe(true);
+      expect(fallbackNative.writeNowait(fd, Buffer.alloc(4 * KiB, 6), 0)).toBe(NOWAIT_UNSUPPORTED);
+      expect(readAt(fd, 0, 4 * KiB).every((byte) => byte === 5)).toBe(true);
     } finally {
       fs.closeSync(fd);
     }
