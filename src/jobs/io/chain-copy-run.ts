@@ -108,8 +108,8 @@ export class ChainCopyRun extends RunBase {
         offset += n;
         this.control.setProgress(offset, len);
         // As QEMU's loops: the time a copy costs is waited after it, so the first copy starts at once.
-        // A cancel or pause that came meanwhile must not wait out the sleep.
-        if (copied && !this.hardCancelled && !this.control.pauseRequested) await this.limiter.take(n);
+        // A pause or cancel ends the sleep (the limiter sees it); the loop then stops at its top.
+        if (copied) await this.limiter.take(n);
       }
       await onSide('target', flushNode(this.target));
     } finally {
