@@ -15,11 +15,12 @@ import type { Channel } from '../../common/channel';
 import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import type { IoNode } from '../../block/io/io-node';
 import { RangeLocks } from '../../block/io/range-locks';
-import { blockStatusNode, flushNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { blockStatusNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import type { ChainCopyRunParams, JobControl } from '../common/job-control';
 import { CopyError, copyRange } from './copy-range';
 import { RunBase } from './run-base';
+import { WriteBehind } from './write-behind';
 
 const CHUNK = 512 * 1024;
 
@@ -39,6 +40,7 @@ export class ChainCopyRun extends RunBase {
   /** Set while the run issues its own write, whose notifier must not wait for the run's own hold. */
   private ownWrite = false;
   private readonly removeNotifier: () => void = () => undefined;
+  private readonly writeBehind: WriteBehind;
 
   constructor(
     id: string,
@@ -49,6 +51,7 @@ export class ChainCopyRun extends RunBase {
     private readonly params: ChainCopyRunParams,
   ) {
     super(id, control, channel, params.onError, params.onError);
+    this.writeBehind = new WriteBehind(target);
     if (source === target) {
       this.removeNotifier = addWriteNotifier(target, {
         before: (offset, bytes) => (this.ownWrite ? undefined : this.holdForGuest(offset, bytes)),
@@ -93,6 +96,7 @@ export class ChainCopyRun extends RunBase {
           if (this.wanted(st)) {
             await this.copy(offset, n);
             copied = true;
+            this.writeBehind.wrote(n);
           }
         } catch (err) {
           const outcome = await this.onCopyError(err);
@@ -111,8 +115,9 @@ export class ChainCopyRun extends RunBase {
         // A pause or cancel ends the sleep (the limiter sees it); the loop then stops at its top.
         if (copied) await this.limiter.take(n);
       }
-      await onSide('target', flushNode(this.target));
+      await onSide('target', this.writeBehind.flush());
     } finally {
+      await this.writeBehind.settle();
       this.control.setBusy(false);
     }
     if (ignored !== undefined) throw RunBase.failure(ignored);
@@ -148,7 +153,7 @@ export class ChainCopyRun extends RunBase {
   }
 
   async finalCopy(): Promise<void> {
-    await flushNode(this.target);
+    await this.writeBehind.flush();
   }
 
   release(): void {

@@ -13,11 +13,12 @@ import type { Channel } from '../../common/channel';
 import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import { DirtyBitmap } from '../../block/io/dirty-bitmap';
 import type { IoNode } from '../../block/io/io-node';
-import { blockStatusNode, flushNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { blockStatusNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import { CANCEL_SOFT, jobNotice, type JobControl, type MirrorRunParams } from '../common/job-control';
-import { BufferPool, copyRange, MAX_COPY_REQUEST } from './copy-range';
+import { BufferPool, copyRange, CopyError, MAX_COPY_REQUEST } from './copy-range';
 import { RunBase } from './run-base';
+import { WriteBehind } from './write-behind';
 
 const MAX_IN_FLIGHT = 16;
 
@@ -33,6 +34,7 @@ export class MirrorRun extends RunBase {
   private readonly removeNotifier: () => void;
   private readonly ops = new Set<Op>();
   private readonly pool: BufferPool;
+  private readonly writeBehind: WriteBehind;
   private bytesInFlight = 0;
   private copied = 0;
   private cursor = 0;
@@ -50,6 +52,7 @@ export class MirrorRun extends RunBase {
     super(id, control, channel, params.onSourceError, params.onTargetError);
     this.bitmap = new DirtyBitmap(source.length, params.granularity);
     this.pool = new BufferPool(Math.max(MAX_COPY_REQUEST, params.granularity));
+    this.writeBehind = new WriteBehind(target);
     this.removeNotifier = addWriteNotifier(source, {
       after: (offset, bytes, kind, data, ok) => this.sourceWritten(offset, bytes, kind, data, ok),
     });
@@ -123,11 +126,18 @@ export class MirrorRun extends RunBase {
           continue;
         }
         if (this.bitmap.count === 0 && this.ops.size === 0) {
-          this.control.setBusy(false);
           if (!this.readySent) {
+            // As QEMU's mirror: the target is flushed before READY, so all that was copied is on disk by then.
+            try {
+              await this.writeBehind.flush();
+            } catch (err) {
+              if ((await this.onCopyError(new CopyError('target', err))) === 'fail') this.failure ??= err;
+              continue;
+            }
             this.readySent = true;
             this.channel.notify(jobNotice, { id: this.id, what: 'ready' });
           }
+          this.control.setBusy(false);
           if (this.control.completeRequested || this.control.cancel === CANCEL_SOFT) return { ended: 'done' };
           await Promise.race([this.bitmap.whenDirtied(), this.controlChanged(seen)]);
           continue;
@@ -140,6 +150,7 @@ export class MirrorRun extends RunBase {
       }
     } finally {
       await this.waitOps();
+      await this.writeBehind.settle();
       this.control.setBusy(false);
     }
   }
@@ -210,6 +221,7 @@ export class MirrorRun extends RunBase {
     try {
       await copyRange(this.source, this.target, offset, op.bytes, buf, { unmap: this.params.unmap });
       this.copied += op.bytes;
+      this.writeBehind.wrote(op.bytes);
     } catch (err) {
       this.bitmap.set(offset, op.bytes);
       if ((await this.onCopyError(err)) === 'fail') this.failure ??= err;
@@ -240,7 +252,7 @@ export class MirrorRun extends RunBase {
         }
         this.copied += bytes;
       }
-      await flushNode(this.target);
+      await this.writeBehind.flush();
     } finally {
       this.pool.give(buf);
       this.updateProgress();
