@@ -40,6 +40,10 @@ export class MirrorRun extends RunBase {
   private cursor = 0;
   private readySent = false;
   private failure: unknown;
+  /** The initial scan while it runs: the loop copies what it marked so far, and READY waits for its end. */
+  private scanning: Promise<void> | undefined;
+  private scanFailure: { err: unknown } | undefined;
+  private scanStop = false;
 
   constructor(
     id: string,
@@ -103,7 +107,7 @@ export class MirrorRun extends RunBase {
     else if (sync === 'full') this.bitmap.setAll();
     else if (sync === 'top') copies = (st) => (st.status & STATUS.ALLOCATED) !== 0;
     if (copies) {
-      for (let at = 0; at < this.source.length; ) {
+      for (let at = 0; at < this.source.length && !this.scanStop; ) {
         const st = await blockStatusNode(this.source, at, this.source.length - at);
         if (copies(st)) this.bitmap.set(at, st.bytes);
         at += st.bytes;
@@ -114,15 +118,29 @@ export class MirrorRun extends RunBase {
 
   async run(): Promise<{ ended: 'done' | 'cancelled' }> {
     if (this.source.length !== this.target.length) throw new Error('Source and target image have different sizes');
-    await this.initialDirty();
+    // The scan of what to copy runs beside the copies: on a long chain it costs a block status call per extent.
+    this.scanning = this.initialDirty().then(
+      () => {
+        this.scanning = undefined;
+      },
+      (err: unknown) => {
+        this.scanFailure = { err };
+        this.scanning = undefined;
+      },
+    );
     try {
       for (;;) {
         const seen = this.control.wakeSeq();
+        if (this.scanFailure) throw this.scanFailure.err;
         if (this.failure !== undefined) throw RunBase.failure(this.failure);
         if (this.hardCancelled) return { ended: 'cancelled' };
         if (this.control.pauseRequested) {
           await this.waitOps();
           await this.pausePoint();
+          continue;
+        }
+        if (this.bitmap.count === 0 && this.ops.size === 0 && this.scanning) {
+          await Promise.race([this.bitmap.whenDirtied(), this.scanning, this.controlChanged(seen)]);
           continue;
         }
         if (this.bitmap.count === 0 && this.ops.size === 0) {
@@ -149,6 +167,8 @@ export class MirrorRun extends RunBase {
         await this.issueNext();
       }
     } finally {
+      this.scanStop = true;
+      await this.scanning;
       await this.waitOps();
       await this.writeBehind.settle();
       this.control.setBusy(false);
