@@ -6,7 +6,8 @@
  * a three-layer qcow2 chain (1 GiB, data in every layer; fresh copies of the
  * same files for every run); and the latency of query-jobs while a job runs. Each figure is the
  * median of the runs, daemons taking turns. Run by hand:
- * `npm run build && node dist/bench/jobs.js [runs]`.
+ * `npm run build && node dist/bench/jobs.js [runs] [filter]`; a filter
+ * (e.g. `commit`) runs only the cases whose name contains it.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -88,7 +89,7 @@ function makeChain(dir: string): void {
 }
 
 /** Runs a commit or stream on a fresh copy of the chain in `template` and times it to the job's end. */
-async function runChainJob(which: Which, template: string, work: string, kind: ChainJob): Promise<number> {
+async function runChainJob(which: Which, template: string, work: string, kind: ChainJob): Promise<Result> {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work);
   const flat = path.join(work, 'flat.raw');
@@ -98,9 +99,16 @@ async function runChainJob(which: Which, template: string, work: string, kind: C
     if (i > 0) execFileSync('qemu-img', ['rebase', '-u', '-q', '-b', path.join(work, CHAIN[i - 1]!), '-F', 'qcow2', path.join(work, name)]);
   }
   execFileSync('qemu-img', ['convert', '-O', 'raw', path.join(work, 'top.qcow2'), flat]);
+  // The copies go to disk before the job starts: else the job's first flush writes them back too, and times the set-up.
+  for (const name of CHAIN) {
+    const fd = fs.openSync(path.join(work, name), 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  }
   const d = await start(which);
   const c = await BenchClient.connect(d.qmp);
   let seconds = 0;
+  const latencies: number[] = [];
   try {
     await c.cmd('qmp_capabilities');
     await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: path.join(work, 'top.qcow2') } });
@@ -112,7 +120,9 @@ async function runChainJob(which: Which, template: string, work: string, kind: C
     else await c.cmd('block-commit', { 'job-id': 'j', device: 'top' });
     let completed = false;
     for (;;) {
+      const q0 = performance.now();
       const jobs = (await c.cmd('query-jobs')) as Array<{ status: string }>;
+      latencies.push(performance.now() - q0);
       if (jobs.length === 0) break;
       if (jobs[0]!.status === 'ready' && !completed) {
         completed = true;
@@ -127,28 +137,35 @@ async function runChainJob(which: Which, template: string, work: string, kind: C
   }
   // The result must still show what the chain showed.
   execFileSync('qemu-img', ['compare', '-q', '-F', 'raw', path.join(work, kind === 'active commit' ? 'base.qcow2' : 'top.qcow2'), flat]);
-  return seconds;
+  return { seconds, latencies };
 }
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 2);
+  const filter = process.argv[3];
+  const wanted = (name: string) => filter === undefined || name.includes(filter);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-bench-jobs-'));
   const reference = hasReference();
   const daemons: Which[] = reference ? ['qsd', 'qbd'] : ['qbd'];
   try {
     const full = path.join(dir, 'full.raw');
-    raw(full, GiB);
-    fill(full, Array.from({ length: 16 }, (_, i) => [i * 64 * MiB, 64 * MiB] as [number, number]));
     const sparse = path.join(dir, 'sparse.raw');
-    raw(sparse, 4 * GiB);
-    fill(sparse, Array.from({ length: 16 }, (_, i) => [i * 256 * MiB, 16 * MiB] as [number, number]));
     const dst = path.join(dir, 'dst.raw');
-
-    const cases: Array<[string, string, 'mirror' | 'backup']> = [
-      ['mirror 1 GiB allocated raw', full, 'mirror'],
-      ['mirror 4 GiB sparse raw (256 MiB data)', sparse, 'mirror'],
-      ['backup 1 GiB allocated raw', full, 'backup'],
-    ];
+    const cases = (
+      [
+        ['mirror 1 GiB allocated raw', full, 'mirror'],
+        ['mirror 4 GiB sparse raw (256 MiB data)', sparse, 'mirror'],
+        ['backup 1 GiB allocated raw', full, 'backup'],
+      ] as Array<[string, string, 'mirror' | 'backup']>
+    ).filter(([name]) => wanted(name));
+    if (cases.some(([, src]) => src === full)) {
+      raw(full, GiB);
+      fill(full, Array.from({ length: 16 }, (_, i) => [i * 64 * MiB, 64 * MiB] as [number, number]));
+    }
+    if (cases.some(([, src]) => src === sparse)) {
+      raw(sparse, 4 * GiB);
+      fill(sparse, Array.from({ length: 16 }, (_, i) => [i * 256 * MiB, 16 * MiB] as [number, number]));
+    }
     const figures: Figure[] = [];
     const latency: Record<Which, number[]> = { qbd: [], qsd: [] };
     for (const [name, src, kind] of cases) {
@@ -160,22 +177,34 @@ async function main(): Promise<void> {
           latency[which].push(...res.latencies);
         }
       }
+      console.error(`${name}: ${daemons.map((w) => `${w} ${times[w].map((t) => t.toFixed(2)).join(' ')}`).join(', ')} s`);
       figures.push({ name, unit: 's', qbd: median(times.qbd), qsd: reference ? median(times.qsd) : undefined, lowerIsBetter: true });
     }
+    const chainCases = (
+      [
+        ['stream', 'block-stream, 3-layer qcow2 chain, 1 GiB'],
+        ['commit', 'block-commit mid into base, 3-layer qcow2 chain'],
+        ['active commit', 'block-commit active layer into base (to READY + complete)'],
+      ] as Array<[ChainJob, string]>
+    ).filter(([, name]) => wanted(name));
     const template = path.join(dir, 'chain');
     fs.mkdirSync(template);
-    makeChain(template);
-    for (const kind of ['stream', 'commit', 'active commit'] as const) {
+    if (chainCases.length > 0) makeChain(template);
+    for (const [kind, name] of chainCases) {
       const times: Record<Which, number[]> = { qbd: [], qsd: [] };
       for (let r = 0; r < runs; r++) {
-        for (const which of daemons) times[which].push(await runChainJob(which, template, path.join(dir, 'work'), kind));
+        for (const which of daemons) {
+          const res = await runChainJob(which, template, path.join(dir, 'work'), kind);
+          times[which].push(res.seconds);
+          latency[which].push(...res.latencies);
+        }
       }
-      const name = kind === 'stream' ? 'block-stream, 3-layer qcow2 chain, 1 GiB' : kind === 'commit' ? 'block-commit mid into base, 3-layer qcow2 chain' : 'block-commit active layer into base (to READY + complete)';
+      console.error(`${name}: ${daemons.map((w) => `${w} ${times[w].map((t) => t.toFixed(2)).join(' ')}`).join(', ')} s`);
       figures.push({ name, unit: 's', qbd: median(times.qbd), qsd: reference ? median(times.qsd) : undefined, lowerIsBetter: true });
     }
     const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)] ?? 0;
-    figures.push({ name: 'query-jobs during a job, median', unit: 'ms', qbd: median(latency.qbd), qsd: reference ? median(latency.qsd) : undefined, lowerIsBetter: true });
-    figures.push({ name: 'query-jobs during a job, p99', unit: 'ms', qbd: p99(latency.qbd), qsd: reference ? p99(latency.qsd) : undefined, lowerIsBetter: true });
+    if (latency.qbd.length > 0) figures.push({ name: 'query-jobs during a job, median', unit: 'ms', qbd: median(latency.qbd), qsd: reference ? median(latency.qsd) : undefined, lowerIsBetter: true });
+    if (latency.qbd.length > 0) figures.push({ name: 'query-jobs during a job, p99', unit: 'ms', qbd: p99(latency.qbd), qsd: reference ? p99(latency.qsd) : undefined, lowerIsBetter: true });
     printFigures(figures);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

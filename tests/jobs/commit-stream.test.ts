@@ -231,7 +231,8 @@ describe.skipIf(!haveTools && !process.env.CI)('block-stream and block-commit on
 
   it('leaves a consistent chain when a slow commit or stream is cancelled', async () => {
     for (const job of ['block-commit', 'block-stream'] as const) {
-      const { files, flat } = newCase({ layers: 3, fill: 'full', seed: 61 });
+      // Each job must have data to copy, or it ends before the cancel arrives: a stream copies what lies below the top.
+      const { files, flat } = newCase({ layers: 3, fill: job === 'block-commit' ? 'full' : 'full-base', seed: 61 });
       await withDaemon('qbd', path.dirname(files[2]!), files[2]!, async (c, nodes) => {
         const args = job === 'block-commit' ? { 'top-node': nodes['l1.qcow2'] } : {};
         await c.cmd(job, { 'job-id': 'j', device: 'top', speed: 1024 * 1024, ...args });

@@ -15,13 +15,17 @@ import type { Channel } from '../../common/channel';
 import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import type { IoNode } from '../../block/io/io-node';
 import { RangeLocks } from '../../block/io/range-locks';
-import { blockStatusNode, flushNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { blockStatusNode, readNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import type { ChainCopyRunParams, JobControl } from '../common/job-control';
 import { CopyError, copyRange } from './copy-range';
 import { RunBase } from './run-base';
+import { WriteBehind } from './write-behind';
 
 const CHUNK = 512 * 1024;
+/** What a commit without a speed limit copies at once, and its largest request. */
+const PIECE = 1024 * 1024;
+const BATCH_BYTES = 8 * PIECE;
 
 async function onSide<T>(side: 'source' | 'target', p: Promise<T>): Promise<T> {
   try {
@@ -33,12 +37,15 @@ async function onSide<T>(side: 'source' | 'target', p: Promise<T>): Promise<T> {
 
 export class ChainCopyRun extends RunBase {
   private readonly buf = Buffer.allocUnsafeSlow(CHUNK);
+  /** The batch's buffers, made as needed. */
+  private readonly bufs: Buffer[] = [];
   private readonly locks = new RangeLocks();
   /** Releases of guest writes holding their range, by "offset:bytes". */
   private readonly guestHolds = new Map<string, Array<() => void>>();
   /** Set while the run issues its own write, whose notifier must not wait for the run's own hold. */
   private ownWrite = false;
   private readonly removeNotifier: () => void = () => undefined;
+  private readonly writeBehind: WriteBehind;
 
   constructor(
     id: string,
@@ -49,6 +56,7 @@ export class ChainCopyRun extends RunBase {
     private readonly params: ChainCopyRunParams,
   ) {
     super(id, control, channel, params.onError, params.onError);
+    this.writeBehind = new WriteBehind(target);
     if (source === target) {
       this.removeNotifier = addWriteNotifier(target, {
         before: (offset, bytes) => (this.ownWrite ? undefined : this.holdForGuest(offset, bytes)),
@@ -88,11 +96,16 @@ export class ChainCopyRun extends RunBase {
         let n: number;
         let copied = false;
         try {
-          const st = await onSide('source', blockStatusNode(this.source, offset, Math.min(CHUNK, len - offset)));
-          n = st.bytes;
-          if (this.wanted(st)) {
-            await this.copy(offset, n);
-            copied = true;
+          if (this.source !== this.target && this.control.speed <= 0) {
+            n = await this.copyBatch(offset, len);
+          } else {
+            const st = await onSide('source', blockStatusNode(this.source, offset, Math.min(CHUNK, len - offset)));
+            n = st.bytes;
+            if (this.wanted(st)) {
+              await this.copy(offset, n);
+              copied = true;
+              this.writeBehind.wrote(n);
+            }
           }
         } catch (err) {
           const outcome = await this.onCopyError(err);
@@ -108,15 +121,51 @@ export class ChainCopyRun extends RunBase {
         offset += n;
         this.control.setProgress(offset, len);
         // As QEMU's loops: the time a copy costs is waited after it, so the first copy starts at once.
-        // A cancel or pause that came meanwhile must not wait out the sleep.
-        if (copied && !this.hardCancelled && !this.control.pauseRequested) await this.limiter.take(n);
+        // A pause or cancel ends the sleep (the limiter sees it); the loop then stops at its top.
+        if (copied) await this.limiter.take(n);
       }
-      await onSide('target', flushNode(this.target));
+      await onSide('target', this.writeBehind.flush());
     } finally {
+      await this.writeBehind.settle();
       this.control.setBusy(false);
     }
     if (ignored !== undefined) throw RunBase.failure(ignored);
     return { ended: 'done' };
+  }
+
+  /**
+   * Without a speed limit, a commit copies a window of BATCH_BYTES at once,
+   * in requests of up to PIECE bytes running side by side: the source is
+   * read-only and every piece lands in its own range of the base, so the
+   * copies need no order, and one 512 KiB request at a time would leave the
+   * job waiting on each round trip. A failed piece fails the window (the
+   * first failure by offset); retrying copies the window again, which
+   * writes the same data. Returns the bytes passed.
+   */
+  private async copyBatch(offset: number, len: number): Promise<number> {
+    const copies: Array<Promise<void>> = [];
+    const end = Math.min(len, offset + BATCH_BYTES);
+    let scanError: { err: unknown } | undefined;
+    try {
+      for (let at = offset; at < end; ) {
+        const st = await onSide('source', blockStatusNode(this.source, at, end - at));
+        if (this.wanted(st)) {
+          for (let p = at; p < at + st.bytes; p += PIECE) {
+            const bytes = Math.min(PIECE, at + st.bytes - p);
+            const buf = (this.bufs[copies.length] ??= Buffer.allocUnsafeSlow(PIECE));
+            copies.push(copyRange(this.source, this.target, p, bytes, buf, { unmap: false }).then(() => this.writeBehind.wrote(bytes)));
+          }
+        }
+        at += st.bytes;
+      }
+    } catch (err) {
+      scanError = { err };
+    }
+    // Every copy has ended before the window is left (its buffer may be used again at once).
+    const failed = (await Promise.allSettled(copies)).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (scanError) throw scanError.err;
+    return end - offset;
   }
 
   private async copy(offset: number, bytes: number): Promise<void> {
@@ -148,7 +197,7 @@ export class ChainCopyRun extends RunBase {
   }
 
   async finalCopy(): Promise<void> {
-    await flushNode(this.target);
+    await this.writeBehind.flush();
   }
 
   release(): void {

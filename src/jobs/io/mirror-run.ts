@@ -13,11 +13,12 @@ import type { Channel } from '../../common/channel';
 import { STATUS, type BlockStatus } from '../../block/common/io-types';
 import { DirtyBitmap } from '../../block/io/dirty-bitmap';
 import type { IoNode } from '../../block/io/io-node';
-import { blockStatusNode, flushNode, writeNode, writeZeroesNode } from '../../block/io/request';
+import { blockStatusNode, writeNode, writeZeroesNode } from '../../block/io/request';
 import { addWriteNotifier } from '../../block/io/write-notifiers';
 import { CANCEL_SOFT, jobNotice, type JobControl, type MirrorRunParams } from '../common/job-control';
-import { BufferPool, copyRange, MAX_COPY_REQUEST } from './copy-range';
+import { BufferPool, copyRange, CopyError, MAX_COPY_REQUEST } from './copy-range';
 import { RunBase } from './run-base';
+import { WriteBehind } from './write-behind';
 
 const MAX_IN_FLIGHT = 16;
 
@@ -33,11 +34,16 @@ export class MirrorRun extends RunBase {
   private readonly removeNotifier: () => void;
   private readonly ops = new Set<Op>();
   private readonly pool: BufferPool;
+  private readonly writeBehind: WriteBehind;
   private bytesInFlight = 0;
   private copied = 0;
   private cursor = 0;
   private readySent = false;
   private failure: unknown;
+  /** The initial scan while it runs: the loop copies what it marked so far, and READY waits for its end. */
+  private scanning: Promise<void> | undefined;
+  private scanFailure: { err: unknown } | undefined;
+  private scanStop = false;
 
   constructor(
     id: string,
@@ -50,6 +56,7 @@ export class MirrorRun extends RunBase {
     super(id, control, channel, params.onSourceError, params.onTargetError);
     this.bitmap = new DirtyBitmap(source.length, params.granularity);
     this.pool = new BufferPool(Math.max(MAX_COPY_REQUEST, params.granularity));
+    this.writeBehind = new WriteBehind(target);
     this.removeNotifier = addWriteNotifier(source, {
       after: (offset, bytes, kind, data, ok) => this.sourceWritten(offset, bytes, kind, data, ok),
     });
@@ -100,7 +107,7 @@ export class MirrorRun extends RunBase {
     else if (sync === 'full') this.bitmap.setAll();
     else if (sync === 'top') copies = (st) => (st.status & STATUS.ALLOCATED) !== 0;
     if (copies) {
-      for (let at = 0; at < this.source.length; ) {
+      for (let at = 0; at < this.source.length && !this.scanStop; ) {
         const st = await blockStatusNode(this.source, at, this.source.length - at);
         if (copies(st)) this.bitmap.set(at, st.bytes);
         at += st.bytes;
@@ -111,10 +118,20 @@ export class MirrorRun extends RunBase {
 
   async run(): Promise<{ ended: 'done' | 'cancelled' }> {
     if (this.source.length !== this.target.length) throw new Error('Source and target image have different sizes');
-    await this.initialDirty();
+    // The scan of what to copy runs beside the copies: on a long chain it costs a block status call per extent.
+    this.scanning = this.initialDirty().then(
+      () => {
+        this.scanning = undefined;
+      },
+      (err: unknown) => {
+        this.scanFailure = { err };
+        this.scanning = undefined;
+      },
+    );
     try {
       for (;;) {
         const seen = this.control.wakeSeq();
+        if (this.scanFailure) throw this.scanFailure.err;
         if (this.failure !== undefined) throw RunBase.failure(this.failure);
         if (this.hardCancelled) return { ended: 'cancelled' };
         if (this.control.pauseRequested) {
@@ -122,12 +139,23 @@ export class MirrorRun extends RunBase {
           await this.pausePoint();
           continue;
         }
+        if (this.bitmap.count === 0 && this.ops.size === 0 && this.scanning) {
+          await Promise.race([this.bitmap.whenDirtied(), this.scanning, this.controlChanged(seen)]);
+          continue;
+        }
         if (this.bitmap.count === 0 && this.ops.size === 0) {
-          this.control.setBusy(false);
           if (!this.readySent) {
+            // As QEMU's mirror: the target is flushed before READY, so all that was copied is on disk by then.
+            try {
+              await this.writeBehind.flush();
+            } catch (err) {
+              if ((await this.onCopyError(new CopyError('target', err))) === 'fail') this.failure ??= err;
+              continue;
+            }
             this.readySent = true;
             this.channel.notify(jobNotice, { id: this.id, what: 'ready' });
           }
+          this.control.setBusy(false);
           if (this.control.completeRequested || this.control.cancel === CANCEL_SOFT) return { ended: 'done' };
           await Promise.race([this.bitmap.whenDirtied(), this.controlChanged(seen)]);
           continue;
@@ -139,7 +167,10 @@ export class MirrorRun extends RunBase {
         await this.issueNext();
       }
     } finally {
+      this.scanStop = true;
+      await this.scanning;
       await this.waitOps();
+      await this.writeBehind.settle();
       this.control.setBusy(false);
     }
   }
@@ -210,6 +241,7 @@ export class MirrorRun extends RunBase {
     try {
       await copyRange(this.source, this.target, offset, op.bytes, buf, { unmap: this.params.unmap });
       this.copied += op.bytes;
+      this.writeBehind.wrote(op.bytes);
     } catch (err) {
       this.bitmap.set(offset, op.bytes);
       if ((await this.onCopyError(err)) === 'fail') this.failure ??= err;
@@ -240,7 +272,7 @@ export class MirrorRun extends RunBase {
         }
         this.copied += bytes;
       }
-      await flushNode(this.target);
+      await this.writeBehind.flush();
     } finally {
       this.pool.give(buf);
       this.updateProgress();
