@@ -78,9 +78,11 @@ function reopenReadOnly(node: BlockNode): void {
     log.warn({ node: node.name, err: (err as Error).message }, 'could not reopen the old node read-only');
     return;
   }
+  // One after the other, parents first: a format may still write its file while it switches (a qcow2 image is marked clean).
+  let previous: Promise<unknown> = Promise.resolve();
   for (const n of changed) {
-    n.ctx.channel
-      .request(proto.updateNode, { nodeName: n.name, readOnly: true })
+    previous = previous
+      .then(() => n.ctx.channel.request(proto.updateNode, { nodeName: n.name, readOnly: true }))
       .catch((err: Error) => log.error({ node: n.name, err: err.message }, 'read-only switch in the I/O context failed'));
   }
 }
