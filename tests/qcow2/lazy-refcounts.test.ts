@@ -6,7 +6,7 @@
  * runtime option overrides the header bit alike; blockdev-create makes the
  * same image.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -156,5 +156,58 @@ describe.skipIf(!haveTools)('qcow2 lazy refcounts, beside qemu-storage-daemon', 
     );
     expect(ours).toEqual(theirs);
     expect(ours.specific.data['lazy-refcounts']).toBe(true);
+  });
+
+  it('repairs an image the reference left dirty with refcounts below their references, keeping its data', async () => {
+    // QEMU's test 039: a lazy-refcounts write, then the process dies before the refcount block is written.
+    const image = path.join(dir, 'killed.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'lazy_refcounts=on', image, '64M');
+    spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 512', '-c', 'sigraise 9', image], { stdio: 'ignore' });
+    expect(headerDirty(image)).toBe(true);
+    const before = spawnSync('qemu-img', ['check', image], { encoding: 'utf8' });
+    expect(before.status).toBe(2);
+    expect(before.stderr).toContain('refcount=0 reference=1');
+    const d = await startDaemon('qbd', [], { dir: tempDir('qbd-lazy-repair-') });
+    daemons.push(d);
+    const c = await d.client();
+    await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n', file: { driver: 'file', filename: image } });
+    const socket = path.join(dir, 'repair.sock');
+    await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+    await c.cmd('block-export-add', { type: 'nbd', id: 'e2', 'node-name': 'n', writable: true });
+    // Repaired on first use, then dirty again from the first allocating write until qbd quits.
+    qemuIoNbd(socket, 'read -P 0x5a 0 512', 'write -P 0x6b 1M 4k');
+    expect((await nodeImage(c, 'n'))['dirty-flag']).toBe(true);
+    await c.cmd('quit');
+    await d.stop();
+    expect(headerDirty(image)).toBe(false);
+    expectClean(image);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 512', '-c', 'read -P 0x6b 1M 4k', image], { stdio: 'ignore' });
+  });
+
+  it('clears the dirty flag of an image that becomes a read-only backing node after blockdev-snapshot', async () => {
+    const { ours, theirs } = await both(
+      (fdir) => {
+        qemuImg('create', '-f', 'qcow2', '-o', 'lazy_refcounts=on', path.join(fdir, 'a.qcow2'), '4M');
+        qemuImg('create', '-f', 'qcow2', path.join(fdir, 'top.qcow2'), '4M');
+      },
+      async (c, fdir) => {
+        const image = path.join(fdir, 'a.qcow2');
+        const socket = path.join(fdir, 'nbd.sock');
+        await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n', file: { driver: 'file', filename: image } });
+        await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+        await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', writable: true });
+        qemuIoNbd(socket, 'write -P 1 0 64k');
+        const before = { flag: (await nodeImage(c, 'n'))['dirty-flag'], header: headerDirty(image) };
+        await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', backing: null, file: { driver: 'file', filename: path.join(fdir, 'top.qcow2') } });
+        await c.cmd('blockdev-snapshot', { node: 'n', overlay: 'top' });
+        const after = { flag: (await nodeImage(c, 'n'))['dirty-flag'], header: headerDirty(image) };
+        await c.cmd('block-export-del', { id: 'e' });
+        await c.waitEvent('BLOCK_EXPORT_DELETED');
+        expectClean(image);
+        return { before, after };
+      },
+    );
+    expect(ours).toEqual(theirs);
+    expect(theirs.after).toEqual({ flag: false, header: false });
   });
 });

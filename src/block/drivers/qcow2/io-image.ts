@@ -808,6 +808,8 @@ export class Qcow2Image {
     if (this.refcountsMayBeStale) await Promise.all([this.refCache.flush(), this.l2Cache.flush()]);
     else await this.ensureRefFlushed();
     await this.l2Cache.flush();
+    // Lowered refcounts (a repair's) raise no generation: they go out here, after the L2 tables.
+    await this.refCache.flush();
     await this.ensureSynced();
     if (hadFrees) {
       await this.applyFrees();
