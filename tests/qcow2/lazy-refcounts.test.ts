@@ -210,4 +210,42 @@ describe.skipIf(!haveTools)('qcow2 lazy refcounts, beside qemu-storage-daemon', 
     expect(ours).toEqual(theirs);
     expect(theirs.after).toEqual({ flag: false, header: false });
   });
+
+  it('keeps a dirty image opened read-only dirty until its refcounts are rebuilt, across read-only switches', async () => {
+    const image = path.join(dir, 'killed-ro.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'lazy_refcounts=on', image, '64M');
+    spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 512', '-c', 'sigraise 9', image], { stdio: 'ignore' });
+    const d = await startDaemon('qbd', [], { dir: tempDir('qbd-lazy-ro-') });
+    daemons.push(d);
+    const c = await d.client();
+    const file = { driver: 'file', filename: image };
+    const reopen = (readOnly: boolean) => c.cmd('blockdev-reopen', { options: [{ driver: 'qcow2', 'node-name': 'n', 'read-only': readOnly, file }] });
+    await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n', 'read-only': true, file });
+    const socket = path.join(dir, 'ro.sock');
+    await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+    // A read loads the image's tables while it is read-only: no repair then.
+    await c.cmd('block-export-add', { type: 'nbd', id: 'r', 'node-name': 'n' });
+    execFileSync('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x5a 0 512', `nbd+unix:///n?socket=${socket}`], { stdio: 'ignore' });
+    await c.cmd('block-export-del', { id: 'r' });
+    await c.waitEvent('BLOCK_EXPORT_DELETED');
+    // Read-write and back without a write: nothing rebuilt the refcounts, so the image must stay dirty.
+    // (qemu-storage-daemon 7.2 clears the bit here and leaves refcount errors behind.)
+    await reopen(false);
+    await reopen(true);
+    expect(headerDirty(image)).toBe(true);
+    expect((await nodeImage(c, 'n'))['dirty-flag']).toBe(true);
+    // The first write after the switch rebuilds them.
+    await reopen(false);
+    await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', writable: true });
+    qemuIoNbd(socket, 'write -P 0x6b 1M 4k');
+    await c.cmd('block-export-del', { id: 'e' });
+    await c.waitEvent('BLOCK_EXPORT_DELETED');
+    await reopen(true);
+    expect(headerDirty(image)).toBe(false);
+    expect((await nodeImage(c, 'n'))['dirty-flag']).toBe(false);
+    await c.cmd('quit');
+    await d.stop();
+    expectClean(image);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x5a 0 512', '-c', 'read -P 0x6b 1M 4k', image], { stdio: 'ignore' });
+  });
 });

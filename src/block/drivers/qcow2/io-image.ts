@@ -464,7 +464,8 @@ export class Qcow2Image {
    * refcount repair, at close, and when the image becomes read-only.
    */
   async markClean(): Promise<void> {
-    if (!this.refcountsMayBeStale) return;
+    // Refcounts found stale at load and not yet rebuilt (an image never written since) stay marked so.
+    if (!this.refcountsMayBeStale || this.loadedDirty) return;
     this.incompatible &= ~INCOMPAT.DIRTY;
     try {
       do await this.flushAll();
@@ -478,6 +479,12 @@ export class Qcow2Image {
       throw err;
     }
     this.setDirtyFlag(false);
+  }
+
+  /** After a refcount rebuild: the refcounts can be trusted again, and the dirty bit goes. */
+  async markRepaired(): Promise<void> {
+    this.loadedDirty = false;
+    await this.markClean();
   }
 
   /**
@@ -504,10 +511,7 @@ export class Qcow2Image {
       await this.writeHeaderField(HDR.autoclearFeatures, b);
       this.autoclear = keep;
     }
-    if (this.loadedDirty) {
-      await repairRefcounts(this);
-      this.loadedDirty = false;
-    }
+    if (this.loadedDirty) await repairRefcounts(this);
     this.writablePrepared = true;
   }
 
