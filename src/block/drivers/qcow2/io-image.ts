@@ -13,13 +13,17 @@
  *     is on disk: frees are queued and applied after a metadata flush.
  *
  * A crash can therefore leak clusters but never leave a reference to a
- * cluster whose refcount does not cover it. With lazy refcounts, rule 1 is
- * dropped once the dirty bit is set and synced (before the first allocating
- * L2 update): refcount blocks are then written back whenever, and a crash
- * leaves a dirty image whose refcounts are rebuilt on the next open. The
- * bit is cleared after all metadata is written back and synced, when the
- * image is closed or becomes read-only, as QEMU's qcow2_mark_clean does. Every metadata and allocating
+ * cluster whose refcount does not cover it. Every metadata and allocating
  * data write is checked against the known metadata clusters first.
+ *
+ * With lazy refcounts, rule 1 is dropped once the dirty bit is set and
+ * synced (before the first allocating L2 update): refcount blocks are then
+ * written back beside the L2 tables, and a crash leaves a dirty image whose
+ * refcounts are rebuilt on the next read-write open. Rules 2 to 4 still
+ * hold (a freed cluster must not be reused while an L2 table on disk still
+ * points at it: that would mix data, which no refcount repair undoes). The
+ * bit is cleared after all metadata is written back and synced, when the
+ * image is closed or becomes read-only, as QEMU's qcow2_mark_clean does.
  */
 import { AUTOCLEAR_BITMAPS } from './bitmaps-format';
 import { markBitmapsInUse } from './io-bitmaps';
