@@ -68,6 +68,17 @@ function qemuIoNbd(socket: string, ...cmds: string[]): void {
   execFileSync('qemu-io', [...args, `nbd+unix:///n?socket=${socket}`], { stdio: 'ignore' });
 }
 
+/** Deletes an export once the qemu-io client that just exited is gone on the daemon's side too (it may still be closing). */
+async function deleteExport(c: QmpTestClient, id: string): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    const r = await c.execute('block-export-del', { id });
+    if (!r.error) break;
+    if (!/still in use/.test(r.error.desc) || tries >= 100) throw new Error(`block-export-del failed: ${r.error.desc}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await c.waitEvent('BLOCK_EXPORT_DELETED');
+}
+
 /** Writes through an NBD export of node `n`, noting the dirty flag (query and header) after each step. */
 async function writeSequence(c: QmpTestClient, fdir: string, options: Json): Promise<Json> {
   const image = path.join(fdir, 'a.qcow2');
@@ -91,8 +102,7 @@ async function writeSequence(c: QmpTestClient, fdir: string, options: Json): Pro
   await note('flushed');
   qemuIoNbd(socket, 'write -P 2 64k 4k', 'write -P 3 1M 64k');
   await note('written again');
-  await c.cmd('block-export-del', { id: 'e' });
-  await c.waitEvent('BLOCK_EXPORT_DELETED');
+  await deleteExport(c, 'e');
   await c.cmd('blockdev-del', { 'node-name': 'n' });
   seen.push({ step: 'deleted', header: headerDirty(image) });
   expectClean(image);
@@ -201,8 +211,7 @@ describe.skipIf(!haveTools)('qcow2 lazy refcounts, beside qemu-storage-daemon', 
         await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', backing: null, file: { driver: 'file', filename: path.join(fdir, 'top.qcow2') } });
         await c.cmd('blockdev-snapshot', { node: 'n', overlay: 'top' });
         const after = { flag: (await nodeImage(c, 'n'))['dirty-flag'], header: headerDirty(image) };
-        await c.cmd('block-export-del', { id: 'e' });
-        await c.waitEvent('BLOCK_EXPORT_DELETED');
+        await deleteExport(c, 'e');
         expectClean(image);
         return { before, after };
       },
@@ -226,8 +235,7 @@ describe.skipIf(!haveTools)('qcow2 lazy refcounts, beside qemu-storage-daemon', 
     // A read loads the image's tables while it is read-only: no repair then.
     await c.cmd('block-export-add', { type: 'nbd', id: 'r', 'node-name': 'n' });
     execFileSync('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x5a 0 512', `nbd+unix:///n?socket=${socket}`], { stdio: 'ignore' });
-    await c.cmd('block-export-del', { id: 'r' });
-    await c.waitEvent('BLOCK_EXPORT_DELETED');
+    await deleteExport(c, 'r');
     // Read-write and back without a write: nothing rebuilt the refcounts, so the image must stay dirty.
     // (qemu-storage-daemon 7.2 clears the bit here and leaves refcount errors behind.)
     await reopen(false);
@@ -238,8 +246,7 @@ describe.skipIf(!haveTools)('qcow2 lazy refcounts, beside qemu-storage-daemon', 
     await reopen(false);
     await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'n', writable: true });
     qemuIoNbd(socket, 'write -P 0x6b 1M 4k');
-    await c.cmd('block-export-del', { id: 'e' });
-    await c.waitEvent('BLOCK_EXPORT_DELETED');
+    await deleteExport(c, 'e');
     await reopen(true);
     expect(headerDirty(image)).toBe(false);
     expect((await nodeImage(c, 'n'))['dirty-flag']).toBe(false);
