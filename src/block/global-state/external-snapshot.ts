@@ -57,10 +57,11 @@ async function syncParents(edges: BdrvChild[]): Promise<void> {
  * Makes `node` read-only after it became a backing node, with the children
  * it opened inline (its file), as QEMU's bdrv_reopen_set_read_only(): image
  * locks drop the write permission. Skipped when a user still writes it.
+ * Returns when the I/O halves have switched too.
  */
-function reopenReadOnly(node: BlockNode): void {
-  if (node.readOnly) return;
-  if (node.parents.some((e) => e.perm & (PERM.WRITE | PERM.RESIZE))) return;
+function reopenReadOnly(node: BlockNode): Promise<unknown> {
+  if (node.readOnly) return Promise.resolve();
+  if (node.parents.some((e) => e.perm & (PERM.WRITE | PERM.RESIZE))) return Promise.resolve();
   const changed: BlockNode[] = [];
   const mark = (n: BlockNode): void => {
     if (n.readOnly) return;
@@ -76,13 +77,16 @@ function reopenReadOnly(node: BlockNode): void {
     // Dropping permissions cannot conflict; if a driver still refuses, the node stays writable.
     for (const n of changed) n.readOnly = n.common.readOnly = false;
     log.warn({ node: node.name, err: (err as Error).message }, 'could not reopen the old node read-only');
-    return;
+    return Promise.resolve();
   }
+  // One after the other, parents first: a format may still write its file while it switches (a qcow2 image is marked clean).
+  let previous: Promise<unknown> = Promise.resolve();
   for (const n of changed) {
-    n.ctx.channel
-      .request(proto.updateNode, { nodeName: n.name, readOnly: true })
+    previous = previous
+      .then(() => n.ctx.channel.request(proto.updateNode, { nodeName: n.name, readOnly: true }))
       .catch((err: Error) => log.error({ node: n.name, err: err.message }, 'read-only switch in the I/O context failed'));
   }
+  return previous;
 }
 
 /** One external snapshot, in QEMU's prepare / commit / abort / clean steps. */
@@ -93,6 +97,7 @@ export class ExternalSnapshot implements TransactionAction {
   private moved: BdrvChild[] = [];
   /** Whether the overlay took the old node's place (and abort must give it back). */
   private appended = false;
+  private readOnlySwitch?: Promise<unknown>;
   /** Whether prepare got far enough for commit to make the old node read-only. */
   private prepared = false;
 
@@ -172,7 +177,12 @@ export class ExternalSnapshot implements TransactionAction {
 
   commit(): void {
     assertMainLoop();
-    if (this.prepared && this.old) reopenReadOnly(this.old);
+    if (this.prepared && this.old) this.readOnlySwitch = reopenReadOnly(this.old);
+  }
+
+  /** The command returns once the old node is read-only in its I/O context too (a qcow2 image is clean by then). */
+  async clean(): Promise<void> {
+    await this.readOnlySwitch;
   }
 
   async abort(): Promise<void> {
@@ -210,6 +220,7 @@ async function runAlone(action: ExternalSnapshot): Promise<void> {
     throw err;
   }
   action.commit();
+  await action.clean();
 }
 
 export function blockdevSnapshot(args: BlockdevSnapshotArgs): Promise<void> {

@@ -71,8 +71,12 @@ function main(): void {
   channel.onRequest(proto.replaceState, ({ nodeName, state }) => {
     graph.get(nodeName).state = state;
   });
-  channel.onRequest(proto.updateNode, ({ nodeName, length, readOnly, writeThreshold }) => {
+  channel.onRequest(proto.updateNode, async ({ nodeName, length, readOnly, writeThreshold }) => {
     const node = graph.get(nodeName);
+    if (readOnly === true && !node.readOnly && node.driver.beforeReadOnly) {
+      // A failure leaves the image as a crash would (e.g. still marked dirty); the switch goes on.
+      await node.driver.beforeReadOnly(node).catch((err: Error) => log.warn({ node: nodeName, err: err.message }, 'could not settle the image before it became read-only'));
+    }
     if (length !== undefined) node.length = length;
     if (readOnly !== undefined) node.readOnly = readOnly;
     if (writeThreshold !== undefined) node.writeThreshold = writeThreshold;

@@ -17,6 +17,8 @@ export interface IoDriver<S = unknown> {
   currentLength?(state: S): number | undefined;
   /** Writes back caches and releases I/O resources; the GS half closes fds. */
   detach?(node: IoNode<S>): Promise<void>;
+  /** Called while the node (and its children) can still be written, just before it becomes read-only: a format leaves its image clean. */
+  beforeReadOnly?(node: IoNode<S>): Promise<void>;
 
   /** Fills `buf` with `buf.length` bytes from `offset`. */
   read(node: IoNode<S>, offset: number, buf: Buffer): Promise<void>;

@@ -227,8 +227,12 @@ export interface Qcow2State {
   snapshotsOffset: number;
   /** The image was marked corrupt (on disk or at run time). */
   corrupt: boolean;
+  /** Incompatible bit 0 is set on disk (refcounts may be stale). */
   dirty: boolean;
+  /** The header's lazy-refcounts compatible bit (what queries report). */
   lazyRefcounts: boolean;
+  /** Writes use lazy refcounts: the header bit, or the `lazy-refcounts` runtime option overriding it. */
+  useLazyRefcounts: boolean;
   /** Cache sizes in bytes. */
   l2CacheBytes: number;
   refcountCacheBytes: number;
@@ -247,8 +251,8 @@ export interface Qcow2State {
 
 /** What the I/O half reports to the GS half through an `io.event` notification. */
 export const CORRUPT_EVENT = 'qcow2.corrupt';
-/** The refcounts of a dirty image were rebuilt and the dirty bit cleared. */
-export const REPAIRED_EVENT = 'qcow2.repaired';
+/** The dirty bit was set (before a lazy-refcounts allocation) or cleared (repair, clean close) on disk; data is `{ dirty: boolean }`. */
+export const DIRTY_FLAG_EVENT = 'qcow2.dirty-flag';
 
 export interface CorruptEventData {
   msg: string;

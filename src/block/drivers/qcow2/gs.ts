@@ -17,7 +17,7 @@ import {
   COMPAT_LAZY_REFCOUNTS,
   CORRUPT_EVENT,
   type CorruptEventData,
-  REPAIRED_EVENT,
+  DIRTY_FLAG_EVENT,
   EXT,
   featureName,
   geometry,
@@ -131,9 +131,9 @@ function stateOf(node: BlockNode): Qcow2State {
 }
 
 function wireCorruptionEvents(): void {
-  onIoEvent(REPAIRED_EVENT, (_ctx, ev) => {
+  onIoEvent(DIRTY_FLAG_EVENT, (_ctx, ev) => {
     const node = ev.node === undefined ? undefined : findNode(ev.node);
-    if (node && node.driver === qcow2Gs) stateOf(node).dirty = false;
+    if (node && node.driver === qcow2Gs) stateOf(node).dirty = (ev.data as { dirty: boolean }).dirty;
   });
   onIoEvent(CORRUPT_EVENT, (_ctx, ev) => {
     if (ev.node === undefined) return;
@@ -181,6 +181,10 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     if (!readOnly && dirty && h.nbSnapshots > 0) {
       throw QmpError.generic('qcow2: Image is dirty and has internal snapshots; repair it with qemu-img check -r all before opening it read/write');
     }
+    const lazyBit = (h.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n;
+    // The runtime option overrides the header bit either way, as in the reference.
+    const useLazyRefcounts = options['lazy-refcounts'] === undefined ? lazyBit : options['lazy-refcounts'] === true;
+    if (useLazyRefcounts && h.version < 3) throw QmpError.generic('Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level');
     const cs = 2 ** h.clusterBits;
     const backingFilename = h.backingFileOffset ? first.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8') : undefined;
     const fmtExt = exts.find((e) => e.type === EXT.BACKING_FORMAT);
@@ -192,7 +196,8 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
       snapshotsOffset: h.snapshotsOffset,
       corrupt,
       dirty,
-      lazyRefcounts: (h.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n,
+      lazyRefcounts: lazyBit,
+      useLazyRefcounts,
       l2CacheBytes: Number(options['l2-cache-size'] ?? Math.max(1 << 20, Math.min(32 << 20, (h.size / cs) * 8))),
       refcountCacheBytes: Number(options['refcount-cache-size'] ?? Math.max(256 << 10, 4 * cs)),
       // As in the reference: guest discards reach the file by default when the node unmaps.

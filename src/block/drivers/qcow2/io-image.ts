@@ -15,9 +15,19 @@
  * A crash can therefore leak clusters but never leave a reference to a
  * cluster whose refcount does not cover it. Every metadata and allocating
  * data write is checked against the known metadata clusters first.
+ *
+ * With lazy refcounts, rule 1 is dropped once the dirty bit is set and
+ * synced (before the first allocating L2 update): refcount blocks are then
+ * written back beside the L2 tables, and a crash leaves a dirty image whose
+ * refcounts are rebuilt on the next read-write open. Rules 2 to 4 still
+ * hold (a freed cluster must not be reused while an L2 table on disk still
+ * points at it: that would mix data, which no refcount repair undoes). The
+ * bit is cleared after all metadata is written back and synced, when the
+ * image is closed or becomes read-only, as QEMU's qcow2_mark_clean does.
  */
 import { AUTOCLEAR_BITMAPS } from './bitmaps-format';
 import { markBitmapsInUse } from './io-bitmaps';
+import { repairRefcounts } from './io-repair';
 import * as zlib from 'node:zlib';
 import { IoError } from '../../common/io-types';
 import type { IoNode } from '../../io/io-node';
@@ -26,6 +36,7 @@ import { RangeLocks } from '../../io/range-locks';
 import {
   CORRUPT_EVENT,
   type CorruptEventData,
+  DIRTY_FLAG_EVENT,
   geometry,
   type Geometry,
   getRefcount,
@@ -114,6 +125,9 @@ export class Qcow2Image {
   /** Freed clusters whose release the guest asked for (discard, unmapping zero writes): passed down to the file once free. */
   private pendingDiscards = new Set<number>();
   private writablePrepared = false;
+  private preparing?: Promise<void>;
+  /** The header said dirty at load: the refcounts on disk cannot be trusted until rebuilt. */
+  private loadedDirty = false;
   /** Nothing was ever written at or past this offset: clusters there still read as zeros. */
   private writtenEnd = 0;
 
@@ -126,6 +140,8 @@ export class Qcow2Image {
   private syncedSeq = 0;
   private sync?: { seq: number; done: Promise<void> };
   private lastCompressed?: { entry: bigint; data: Buffer };
+  /** The dirty bit being written before lazy allocations (one write for all waiting writers). */
+  private markingDirty?: Promise<void>;
   /**
    * Where the next compressed cluster may start: the byte after the last
    * one, inside the host cluster that holds it; 0 for none. Forgotten as
@@ -170,6 +186,7 @@ export class Qcow2Image {
     if (this.st.version >= 3) {
       this.incompatible = hdr.readBigUInt64BE(HDR.incompatibleFeatures);
       this.autoclear = hdr.readBigUInt64BE(HDR.autoclearFeatures);
+      this.loadedDirty = this.refcountsMayBeStale;
     }
     const l1Buf = Buffer.alloc(l1Size * 8);
     await this.readFile(this.l1Offset, l1Buf);
@@ -367,10 +384,11 @@ export class Qcow2Image {
     }
   }
 
-  /** Records a change to an L2 table that needs the refcounts and data written so far on disk first. */
+  /** Records a change to an L2 table that needs the refcounts (unless the image is dirty) and data written so far on disk first. */
   private markL2Dirty(e: CacheEntry): void {
     e.dirty = true;
-    e.needRefGen = Math.max(e.needRefGen, this.refGen);
+    // A dirty image gets its refcounts rebuilt on open: an L2 table may reach the disk before the refcounts it relies on.
+    if (!this.refcountsMayBeStale) e.needRefGen = Math.max(e.needRefGen, this.refGen);
     e.needSyncSeq = Math.max(e.needSyncSeq, this.writeSeq);
   }
 
@@ -410,26 +428,86 @@ export class Qcow2Image {
     return this.hasRefblock(cluster);
   }
 
-  /** Clears the dirty bit once the refcounts are repaired and on disk. */
-  async clearDirty(): Promise<void> {
-    await this.flushAll();
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(this.incompatible & ~INCOMPAT.DIRTY);
-    await this.writeHeaderField(HDR.incompatibleFeatures, b);
-    this.incompatible &= ~INCOMPAT.DIRTY;
-    this.st.dirty = false;
+  /** The dirty bit is set on disk: refcount updates need not reach the disk before the L2 updates relying on them. */
+  get refcountsMayBeStale(): boolean {
+    return (this.incompatible & INCOMPAT.DIRTY) !== 0n;
+  }
+
+  private setDirtyFlag(dirty: boolean): void {
+    if (dirty) this.incompatible |= INCOMPAT.DIRTY;
+    else this.incompatible &= ~INCOMPAT.DIRTY;
+    this.st.dirty = dirty;
+    this.sendEvent(DIRTY_FLAG_EVENT, this.node.name, { dirty });
   }
 
   /**
-   * Before the first write: stored bitmaps are marked in use, and autoclear
-   * bits are cleared except the bitmaps one (qbd maintains no other structure
-   * they vouch for). `dropBitmaps` clears that one too: a refcount repair
-   * does not count bitmap clusters, so it must not trust them.
+   * Sets the dirty bit (written and synced) before the first L2 update that
+   * relies on lazily written refcounts, as QEMU's qcow2_mark_dirty does.
+   * Only once the header is on disk does the image count as dirty.
    */
-  async prepareWrite(dropBitmaps = false): Promise<void> {
+  async markDirty(): Promise<void> {
+    if (this.refcountsMayBeStale) return;
+    this.markingDirty ??= (async () => {
+      try {
+        const b = Buffer.alloc(8);
+        b.writeBigUInt64BE(this.incompatible | INCOMPAT.DIRTY);
+        await this.writeHeaderField(HDR.incompatibleFeatures, b);
+        this.setDirtyFlag(true);
+      } finally {
+        this.markingDirty = undefined;
+      }
+    })();
+    await this.markingDirty;
+  }
+
+  /**
+   * Clears the dirty bit: every metadata change is written back and synced
+   * first (refcounts included, so they are accurate again), then the header.
+   * Updates made meanwhile keep the ordering of a clean image, since the bit
+   * is cleared in memory first (as QEMU's qcow2_mark_clean does). Used after a
+   * refcount repair, at close, and when the image becomes read-only.
+   */
+  async markClean(): Promise<void> {
+    // Refcounts found stale at load and not yet rebuilt (an image never written since) stay marked so.
+    if (!this.refcountsMayBeStale || this.loadedDirty) return;
+    this.incompatible &= ~INCOMPAT.DIRTY;
+    try {
+      do await this.flushAll();
+      while (this.hasDirtyMetadata);
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(this.incompatible);
+      await this.writeHeaderField(HDR.incompatibleFeatures, b);
+    } catch (err) {
+      // The header still says dirty: so does the image.
+      this.incompatible |= INCOMPAT.DIRTY;
+      throw err;
+    }
+    this.setDirtyFlag(false);
+  }
+
+  /** After a refcount rebuild: the refcounts can be trusted again, and the dirty bit goes. */
+  async markRepaired(): Promise<void> {
+    this.loadedDirty = false;
+    await this.markClean();
+  }
+
+  /**
+   * Before the first write: a dirty image (found so at load, or at the
+   * first write after a switch to read-write) gets its refcounts rebuilt,
+   * stored bitmaps are marked in use, and autoclear bits are cleared except
+   * the bitmaps one (qbd maintains no other structure they vouch for). A
+   * dirty image loses that one too: the refcount repair does not count
+   * bitmap clusters, so it must not trust them.
+   */
+  async prepareWrite(): Promise<void> {
     this.checkUsable();
     if (this.writablePrepared) return;
-    const keep = dropBitmaps ? 0n : this.autoclear & AUTOCLEAR_BITMAPS;
+    this.preparing ??= this.prepareWriteOnce().finally(() => (this.preparing = undefined));
+    await this.preparing;
+  }
+
+  private async prepareWriteOnce(): Promise<void> {
+    const keep = this.loadedDirty ? 0n : this.autoclear & AUTOCLEAR_BITMAPS;
     if (keep) await markBitmapsInUse(this);
     if (this.autoclear !== keep) {
       const b = Buffer.alloc(8);
@@ -437,6 +515,7 @@ export class Qcow2Image {
       await this.writeHeaderField(HDR.autoclearFeatures, b);
       this.autoclear = keep;
     }
+    if (this.loadedDirty) await repairRefcounts(this);
     this.writablePrepared = true;
   }
 
@@ -733,8 +812,12 @@ export class Qcow2Image {
   /** Everything written so far reaches stable storage, in dependency order. */
   async flushAll(): Promise<void> {
     const hadFrees = this.pendingFrees.size > 0;
-    await this.ensureRefFlushed();
+    // A dirty image writes refcount blocks and L2 tables side by side; a clean one, refcounts first.
+    if (this.refcountsMayBeStale) await Promise.all([this.refCache.flush(), this.l2Cache.flush()]);
+    else await this.ensureRefFlushed();
     await this.l2Cache.flush();
+    // Lowered refcounts (a repair's) raise no generation: they go out here, after the L2 tables.
+    await this.refCache.flush();
     await this.ensureSynced();
     if (hadFrees) {
       await this.applyFrees();
@@ -815,6 +898,16 @@ export class Qcow2Image {
 
   async l2Table(off: number): Promise<CacheEntry> {
     return this.l2Cache.get(off);
+  }
+
+  /**
+   * Points guest clusters at newly allocated host clusters (entries
+   * [first, first + values.length) of table `off`). With lazy refcounts the
+   * image is marked dirty first, so the change need not wait for refcounts.
+   */
+  async linkClusters(off: number, first: number, values: bigint[]): Promise<bigint[]> {
+    if (this.st.useLazyRefcounts) await this.markDirty();
+    return this.setL2Entries(off, first, values);
   }
 
   /** Sets L2 entries [first, first + values.length) of table `off`; the change waits for refcounts and data. */

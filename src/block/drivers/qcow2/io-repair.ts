@@ -47,5 +47,5 @@ export async function repairRefcounts(img: Qcow2Image): Promise<void> {
     if (rc !== want) stale.push([c, want]);
   }
   for (const [c, want] of stale) await img.setRefcountTo(c, want);
-  await img.clearDirty();
+  await img.markRepaired();
 }

@@ -14,10 +14,9 @@ import { contextServices } from '../../io/context-services';
 import type { IoDriver } from '../../io/driver-io';
 import type { IoNode } from '../../io/io-node';
 import { blockStatusNode, flushNode } from '../../io/request';
-import { OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, type Qcow2State, REPAIRED_EVENT } from './common';
+import { OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, type Qcow2State } from './common';
 import { FREE_BATCH, Qcow2Image } from './io-image';
 import { writeCompressedLocked } from './io-compress';
-import { repairRefcounts } from './io-repair';
 
 interface Qcow2IoState {
   st: Qcow2State;
@@ -46,12 +45,7 @@ async function ready(node: Node): Promise<Qcow2Image> {
     const img = new Qcow2Image(node as IoNode<unknown>, s.st, sendEvent);
     await img.load();
     // A dirty image (lazy refcounts, not closed cleanly) gets its refcounts rebuilt before any use, as the reference does.
-    if (s.st.dirty && !node.readOnly) {
-      // Autoclear structures (bitmaps) are not counted by the repair: invalidate them first.
-      await img.prepareWrite(true);
-      await repairRefcounts(img);
-      sendEvent(REPAIRED_EVENT, node.name, {});
-    }
+    if (s.st.dirty && !node.readOnly) await img.prepareWrite();
     s.image = img;
     return img;
   })();
@@ -131,7 +125,7 @@ async function allocateAndWrite(img: Qcow2Image, l2Off: number, firstIdx: number
   await img.writeFile(at, out);
   const values: bigint[] = [];
   for (let i = 0; i < k; i++) values.push(BigInt(run.offset + i * cs) | OFLAG_COPIED);
-  const prev = await img.setL2Entries(l2Off, firstIdx, values);
+  const prev = await img.linkClusters(l2Off, firstIdx, values);
   for (const old of prev) img.queueFree(old);
   return bytes;
 }
@@ -264,7 +258,17 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
       await storeBitmaps(img, node.dirtyBitmaps, true).catch(ignoreIfOutOfService(img));
     }
     const img = node.state.image;
-    if (img && !node.readOnly && !img.fatal && img.hasDirtyMetadata) await img.flushAll().catch(ignoreIfOutOfService(img));
+    if (img && !node.readOnly && !img.fatal) {
+      // A clean close leaves a clean image: metadata written back, then the dirty bit cleared.
+      if (img.hasDirtyMetadata) await img.flushAll().catch(ignoreIfOutOfService(img));
+      await img.markClean().catch(ignoreIfOutOfService(img));
+    }
+  },
+
+  async beforeReadOnly(node) {
+    // As QEMU's reopen to read-only: metadata written back, then the dirty bit cleared.
+    const img = node.state.image;
+    if (img && !img.fatal) await img.markClean().catch(ignoreIfOutOfService(img));
   },
 
   async storeBitmaps(node) {
