@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { structuralDiff, type Json } from '../helpers/compare';
 import { startDaemon, tempDir } from '../helpers/daemons';
+import { deleteExport } from '../helpers/qmp-client';
 import { toolAvailable } from '../helpers/tools';
 import { bitmapsByNode, bothWithRestarts, checkImage, hashes, imageInfo, qemuIo, type Session } from './support';
 
@@ -174,8 +175,7 @@ describe.skipIf(!haveTools)('persistent dirty bitmaps in qcow2', () => {
       // Bits set before the resize stay; the export goes while the node grows (it does not share resize).
       await exportImage(s);
       qemuIo(s, 'q', 'write 9M 1M');
-      await s.c.cmd('block-export-del', { id: 'e' });
-      await s.c.waitEvent('BLOCK_EXPORT_DELETED');
+      await deleteExport(s.c, 'e');
       await s.c.cmd('block_resize', { 'node-name': 'q', size: 20 << 20 });
       await exportImage(s);
       qemuIo(s, 'q', 'write 15M 64k');

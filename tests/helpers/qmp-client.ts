@@ -128,3 +128,14 @@ export class QmpTestClient {
     this.close_();
   }
 }
+
+/** Deletes an export once the qemu-io client that just exited is gone on the daemon's side too (its disconnect may not have reached the export yet). */
+export async function deleteExport(c: QmpTestClient, id: string): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    const r = await c.execute('block-export-del', { id });
+    if (!r.error) break;
+    if (!/still in use/.test(r.error.desc) || tries >= 100) throw new Error(`block-export-del failed: ${r.error.desc}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await c.waitEvent('BLOCK_EXPORT_DELETED');
+}

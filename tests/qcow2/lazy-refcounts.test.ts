@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
-import type { QmpTestClient } from '../helpers/qmp-client';
+import { deleteExport, type QmpTestClient } from '../helpers/qmp-client';
 import { toolAvailable } from '../helpers/tools';
 import { expectClean, qemuImg } from './helpers';
 
@@ -66,17 +66,6 @@ function qemuIoNbd(socket: string, ...cmds: string[]): void {
   const args = ['-f', 'raw'];
   for (const cmd of cmds) args.push('-c', cmd);
   execFileSync('qemu-io', [...args, `nbd+unix:///n?socket=${socket}`], { stdio: 'ignore' });
-}
-
-/** Deletes an export once the qemu-io client that just exited is gone on the daemon's side too (it may still be closing). */
-async function deleteExport(c: QmpTestClient, id: string): Promise<void> {
-  for (let tries = 0; ; tries++) {
-    const r = await c.execute('block-export-del', { id });
-    if (!r.error) break;
-    if (!/still in use/.test(r.error.desc) || tries >= 100) throw new Error(`block-export-del failed: ${r.error.desc}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  await c.waitEvent('BLOCK_EXPORT_DELETED');
 }
 
 /** Writes through an NBD export of node `n`, noting the dirty flag (query and header) after each step. */

@@ -107,6 +107,11 @@ export class TransmissionConnection {
     socket.resume();
   }
 
+  /** The client sent DISC, went away, or is being dropped. */
+  get leaving(): boolean {
+    return this.disconnecting || this.socketClosed;
+  }
+
   /** Resolves once the socket is closed and no request is in flight. */
   whenGone(): Promise<void> {
     if (this.socketClosed && this.inFlight === 0) return Promise.resolve();

@@ -304,8 +304,11 @@ class NbdContextService implements ExportDirectory {
     await Promise.all(conns.map((c) => c.whenGone()));
   }
 
+  /** Clients still using the export: one that asked to disconnect (or went away) no longer counts, though its close may still be under way. */
   clients(name: string): number {
-    return this.exports.get(name)?.connections.size ?? 0;
+    let n = 0;
+    for (const c of this.exports.get(name)?.connections ?? []) if (!c.leaving) n++;
+    return n;
   }
 }
 
