@@ -70,6 +70,17 @@ type Kind = (typeof KIND)[keyof typeof KIND];
 export const FREE_BATCH = 4096;
 
 const GROW_STEP = 1 << 20;
+const MAX_GROW_STEP = 64 << 20;
+
+/**
+ * How far the file grows at once: an eighth of its length (a power of two,
+ * from 1 MiB to 64 MiB), so a long sequential write pays an ftruncate
+ * every few dozen MiB rather than every 16 clusters. Close trims what was
+ * not written.
+ */
+function growStep(length: number): number {
+  return Math.max(GROW_STEP, Math.min(MAX_GROW_STEP, 2 ** Math.floor(Math.log2(Math.max(1, length / 8)))));
+}
 
 export type ClusterKind = 'unallocated' | 'zero' | 'normal' | 'compressed';
 
@@ -302,8 +313,19 @@ export class Qcow2Image {
   private async growFile(end: number): Promise<void> {
     const release = await this.growLock.lock();
     try {
-      // Grow in steps of 1 MiB: one ftruncate per allocated cluster would dominate allocating writes.
-      if (end > this.file.length) await truncateNode(this.file, Math.ceil(end / GROW_STEP) * GROW_STEP, false, 'off');
+      // Grow in steps: one ftruncate per allocated cluster would dominate allocating writes.
+      const step = growStep(this.file.length);
+      if (end > this.file.length) await truncateNode(this.file, Math.ceil(end / step) * step, false, 'off');
+    } finally {
+      release();
+    }
+  }
+
+  /** Gives back the room growFile added past the last write (at close: the file ends where its data does). */
+  async trimGrowth(): Promise<void> {
+    const release = await this.growLock.lock();
+    try {
+      if (this.file.length > this.writtenEnd) await truncateNode(this.file, this.writtenEnd, false, 'off');
     } finally {
       release();
     }

@@ -262,6 +262,7 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
       // A clean close leaves a clean image: metadata written back, then the dirty bit cleared.
       if (img.hasDirtyMetadata) await img.flushAll().catch(ignoreIfOutOfService(img));
       await img.markClean().catch(ignoreIfOutOfService(img));
+      await img.trimGrowth().catch(ignoreIfOutOfService(img));
     }
   },
 
