@@ -13,8 +13,12 @@ export interface Started {
   stop(): Promise<void>;
 }
 
+export function onPath(program: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => fs.existsSync(path.join(d, program)));
+}
+
 export function hasReference(): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => fs.existsSync(path.join(d, 'qemu-storage-daemon')));
+  return onPath('qemu-storage-daemon');
 }
 
 export function command(which: 'qbd' | 'qsd', args: string[]): [string, string[]] {

@@ -5,7 +5,8 @@
  * image; block-stream, intermediate block-commit and active block-commit on
  * a three-layer qcow2 chain (1 GiB, data in every layer; fresh copies of the
  * same files for every run); and the latency of query-jobs while a job runs. Each figure is the
- * median of the runs, daemons taking turns. Run by hand:
+ * median of the runs, daemons taking turns; before each run the memory the
+ * job will fill with page cache is warmed (see `warmPageCache`). Run by hand:
  * `npm run build && node dist/bench/jobs.js [runs] [filter]`; a filter
  * (e.g. `commit`) runs only the cases whose name contains it.
  */
@@ -16,7 +17,7 @@ import * as path from 'node:path';
 import { BenchClient } from './qmp-client';
 import { hasReference, start } from './daemons';
 import { median, printFigures, type Figure } from './report';
-import { runMain } from './tools';
+import { runMain, warmPageCache } from './tools';
 
 type Which = 'qbd' | 'qsd';
 const MiB = 1024 * 1024;
@@ -42,6 +43,7 @@ function fill(file: string, writes: Array<[number, number]>): void {
 async function runJob(which: Which, src: string, dst: string, kind: 'mirror' | 'backup'): Promise<Result> {
   const size = fs.statSync(src).size;
   raw(dst, size);
+  warmPageCache(path.dirname(dst), size);
   const d = await start(which);
   const c = await BenchClient.connect(d.qmp);
   try {
@@ -105,6 +107,7 @@ async function runChainJob(which: Which, template: string, work: string, kind: C
     fs.fsyncSync(fd);
     fs.closeSync(fd);
   }
+  warmPageCache(work, GiB);
   const d = await start(which);
   const c = await BenchClient.connect(d.qmp);
   let seconds = 0;
