@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { hasReference, onPath, start, type Started } from './daemons';
 import { median, printFigures, type Figure } from './report';
 import { CLIENT_DN, makePki, type TestPki } from './pki';
-import { run, makeDataImage, runMain } from './tools';
+import { fioNbd, makeDataImage, run, runMain, timed } from './tools';
 
 type Which = 'qbd' | 'qsd' | 'nbdkit';
 
@@ -67,28 +67,6 @@ async function serve(which: Which, image: string, pki?: TestPki): Promise<Served
   return { daemon, uri };
 }
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
-interface FioResult {
-  iops: number;
-  p99us: number;
-}
-
-async function fio(uri: string, rw: 'randread' | 'randwrite', jobs: number): Promise<FioResult> {
-  const out = await run('fio', [
-    '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, '--bs=4k', '--iodepth=32',
-    `--numjobs=${jobs}`, '--group_reporting', '--time_based', `--runtime=${FIO_SECONDS}`, '--ramp_time=1',
-    `--size=${SIZE}`, '--output-format=json',
-  ]);
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  const side = rw === 'randread' ? job.read : job.write;
-  return { iops: side.iops, p99us: (side.clat_ns?.percentile?.['99.000000'] ?? 0) / 1000 };
-}
-
 async function measure(which: Which, image: string, source: string, pki?: TestPki): Promise<Map<string, number>> {
   const s = await serve(which, image, pki);
   const m = new Map<string, number>();
@@ -107,7 +85,7 @@ async function measure(which: Which, image: string, source: string, pki?: TestPk
     }
     for (const jobs of pki ? [] : [1, 4]) {
       for (const rw of ['randread', 'randwrite'] as const) {
-        const r = await fio(s.uri, rw, jobs);
+        const r = await fioNbd(s.uri, rw, jobs, FIO_SECONDS, SIZE);
         const label = `${tag}fio 4k ${rw} QD32 ×${jobs} conn`;
         m.set(`${label} IOPS`, r.iops);
         m.set(`${label} p99`, r.p99us);

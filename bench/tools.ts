@@ -46,3 +46,32 @@ export function warmPageCache(dir: string, bytes: number): void {
     fs.rmSync(scratch, { force: true });
   }
 }
+
+/** Seconds that `fn` takes. */
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+export interface FioResult {
+  iops: number;
+  p99us: number;
+}
+
+/**
+ * fio's nbd engine, 4 KiB random requests at queue depth 32 over `size`
+ * bytes of the export: for `seconds` after a second of ramp, or until
+ * `ioBytes` were moved when given (each request then touches a block no
+ * other touched: fio's random map).
+ */
+export async function fioNbd(uri: string, rw: 'randread' | 'randwrite', jobs: number, seconds: number, size: number, ioBytes?: number): Promise<FioResult> {
+  const length = ioBytes === undefined ? ['--time_based', `--runtime=${seconds}`, '--ramp_time=1'] : [`--io_size=${ioBytes}`];
+  const out = await run('fio', [
+    '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, '--bs=4k', '--iodepth=32',
+    `--numjobs=${jobs}`, '--group_reporting', ...length, `--size=${size}`, '--output-format=json',
+  ]);
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  const side = rw === 'randread' ? job.read : job.write;
+  return { iops: side.iops, p99us: (side.clat_ns?.percentile?.['99.000000'] ?? 0) / 1000 };
+}

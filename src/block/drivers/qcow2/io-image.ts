@@ -955,32 +955,43 @@ export class Qcow2Image {
     return this.classify(entry) === 'normal' && (entry & OFLAG_COPIED) !== 0n;
   }
 
-  /** The extents of [offset, offset + bytes), which must lie inside one L2 table's span. */
-  async mapRange(offset: number, bytes: number): Promise<Extent[]> {
+  /**
+   * The extents of [offset, offset + bytes), which must lie inside one L2
+   * table's span; with `firstOnly` just the first, as block status asks
+   * (compressed clusters then count as one extent). Entries are read as two
+   * 32-bit halves: BigInt arithmetic on every cluster of a large request
+   * cost more than the rest of the mapping.
+   */
+  async mapRange(offset: number, bytes: number, firstOnly = false): Promise<Extent[]> {
     const cs = this.cs;
     const l1i = Math.floor(offset / this.l2Span);
     const l2Off = await this.l2For(l1i);
     if (!l2Off) return [{ kind: 'unallocated', guest: offset, bytes, host: 0, entry: 0n }];
-    const e = await this.l2Cache.get(l2Off);
+    const buf = (await this.l2Cache.get(l2Off)).buf;
+    const zeroFlag = this.st.version >= 3;
     const out: Extent[] = [];
     let pos = offset;
     const end = offset + bytes;
     while (pos < end) {
-      const idx = Math.floor(pos / cs) % this.g.l2Entries;
-      const entry = e.buf.readBigUInt64BE(idx * 8);
-      const kind = this.classify(entry);
+      const at = (Math.floor(pos / cs) % this.g.l2Entries) * 8;
+      const hi = buf.readUInt32BE(at);
+      const lo = buf.readUInt32BE(at + 4);
+      // Bit 62 compressed, bit 0 zero (v3), bits 9-55 the host offset.
+      const base = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+      const kind: ClusterKind = hi & 0x40000000 ? 'compressed' : zeroFlag && lo & 1 ? 'zero' : base ? 'normal' : 'unallocated';
       const inCluster = Math.min(end, (Math.floor(pos / cs) + 1) * cs) - pos;
       let host = 0;
       if (kind === 'normal') {
-        const base = Number(entry & OFFSET_MASK);
         if (base % cs !== 0) throw await this.badOffset('Data cluster', base);
         host = base + (pos % cs);
       }
       const last = out[out.length - 1];
-      if (last && last.kind === kind && kind !== 'compressed' && (kind !== 'normal' || last.host + last.bytes === host)) {
+      const merges = last !== undefined && last.kind === kind && (kind === 'compressed' ? firstOnly : kind !== 'normal' || last.host + last.bytes === host);
+      if (merges) {
         last.bytes += inCluster;
       } else {
-        out.push({ kind, guest: pos, bytes: inCluster, host, entry });
+        if (firstOnly && last) break;
+        out.push({ kind, guest: pos, bytes: inCluster, host, entry: kind === 'compressed' ? buf.readBigUInt64BE(at) : 0n });
       }
       pos += inCluster;
     }

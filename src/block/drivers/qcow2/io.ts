@@ -356,8 +356,7 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
     const img = await ready(node);
     const l1i = Math.floor(offset / img.l2Span);
     const inTable = Math.min(bytes, (l1i + 1) * img.l2Span - offset);
-    const extents = await img.mapRange(offset, inTable);
-    const first = extents[0]!;
+    const first = (await img.mapRange(offset, inTable, true))[0]!;
     if (first.kind === 'unallocated') {
       const backing = node.backing;
       const avail = backing ? Math.min(first.bytes, backing.length - offset) : 0;
@@ -370,11 +369,7 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
       }
       return out;
     }
-    let len = first.bytes;
-    if (first.kind === 'compressed') {
-      for (let i = 1; i < extents.length && extents[i]!.kind === 'compressed'; i++) len += extents[i]!.bytes;
-    }
-    return statusOf(img, first.kind, first.host, len);
+    return statusOf(img, first.kind, first.host, first.bytes);
   },
 
   async truncate(node, length, _exact, preallocation) {
