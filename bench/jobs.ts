@@ -4,9 +4,13 @@
  * 4 GiB sparse raw image holding 256 MiB of data, backup of a 1 GiB raw
  * image; block-stream, intermediate block-commit and active block-commit on
  * a three-layer qcow2 chain (1 GiB, data in every layer; fresh copies of the
- * same files for every run); and the latency of query-jobs while a job runs. Each figure is the
- * median of the runs, daemons taking turns; before each run the memory the
- * job will fill with page cache is warmed (see `warmPageCache`). Run by hand:
+ * same files for every run); and the latency of query-jobs while a job
+ * runs. Each figure is the median of the runs, daemons taking turns. Every
+ * run starts a fresh daemon that first runs the same kind of job on 64 MiB
+ * images, untimed: what is timed is the job, not the daemon's warm-up (for
+ * qbd, compiling its hot code), which a job in a long-running daemon does
+ * not pay. Before each run the memory the job will fill with page cache is
+ * warmed (see `warmPageCache`). Run by hand:
  * `npm run build && node dist/bench/jobs.js [runs] [filter]`; a filter
  * (e.g. `commit`) runs only the cases whose name contains it.
  */
@@ -22,6 +26,8 @@ import { runMain, warmPageCache } from './tools';
 type Which = 'qbd' | 'qsd';
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
+/** The untimed job each daemon runs before the timed one, on images this large. */
+const WARM_UP_SIZE = 64 * MiB;
 
 interface Result {
   seconds: number;
@@ -39,36 +45,55 @@ function fill(file: string, writes: Array<[number, number]>): void {
   execFileSync('qemu-io', ['-f', 'raw', ...args, file], { stdio: 'ignore' });
 }
 
-/** Runs one job to its end and times it, polling query-jobs (which also measures the monitor's latency). */
-async function runJob(which: Which, src: string, dst: string, kind: 'mirror' | 'backup'): Promise<Result> {
+/**
+ * Starts a job and polls query-jobs until it is gone, completing it at
+ * READY: its time from the start command to its end, and the monitor's
+ * latency meanwhile.
+ */
+async function runToEnd(c: BenchClient, id: string, startJob: () => Promise<unknown>): Promise<Result> {
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  await startJob();
+  let completed = false;
+  for (;;) {
+    const q0 = performance.now();
+    const jobs = (await c.cmd('query-jobs')) as Array<{ id: string; status: string }>;
+    latencies.push(performance.now() - q0);
+    const job = jobs.find((j) => j.id === id);
+    if (!job) break;
+    if (job.status === 'ready' && !completed) {
+      completed = true;
+      await c.cmd('job-complete', { id });
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return { seconds: (performance.now() - t0) / 1000, latencies };
+}
+
+/** Adds raw nodes `${prefix}src` and `${prefix}dst` and runs the job between them to its end. */
+async function rawJob(c: BenchClient, prefix: string, src: string, dst: string, kind: 'mirror' | 'backup'): Promise<Result> {
+  const [source, target, id] = [`${prefix}src`, `${prefix}dst`, `${prefix}job`];
+  await c.cmd('blockdev-add', { driver: 'raw', 'node-name': source, file: { driver: 'file', filename: src } });
+  await c.cmd('blockdev-add', { driver: 'raw', 'node-name': target, file: { driver: 'file', filename: dst } });
+  const args = { 'job-id': id, device: source, target, sync: 'full' };
+  return runToEnd(c, id, () => c.cmd(kind === 'mirror' ? 'blockdev-mirror' : 'blockdev-backup', args));
+}
+
+/** Times one job on a daemon that first ran the same kind of job on WARM_UP_SIZE bytes, untimed. */
+async function runJob(which: Which, src: string, dst: string, warmSrc: string, kind: 'mirror' | 'backup'): Promise<Result> {
   const size = fs.statSync(src).size;
+  const warmDst = path.join(path.dirname(dst), 'warm-dst.raw');
   raw(dst, size);
+  raw(warmDst, WARM_UP_SIZE);
   warmPageCache(path.dirname(dst), size);
   const d = await start(which);
   const c = await BenchClient.connect(d.qmp);
   try {
     await c.cmd('qmp_capabilities');
-    await c.cmd('blockdev-add', { driver: 'raw', 'node-name': 'src', file: { driver: 'file', filename: src } });
-    await c.cmd('blockdev-add', { driver: 'raw', 'node-name': 'dst', file: { driver: 'file', filename: dst } });
-    const latencies: number[] = [];
-    const t0 = performance.now();
-    if (kind === 'mirror') await c.cmd('blockdev-mirror', { 'job-id': 'j', device: 'src', target: 'dst', sync: 'full' });
-    else await c.cmd('blockdev-backup', { 'job-id': 'j', device: 'src', target: 'dst', sync: 'full' });
-    let completed = false;
-    for (;;) {
-      const q0 = performance.now();
-      const jobs = (await c.cmd('query-jobs')) as Array<{ status: string }>;
-      latencies.push(performance.now() - q0);
-      if (jobs.length === 0) break;
-      if (jobs[0]!.status === 'ready' && !completed) {
-        completed = true;
-        await c.cmd('job-complete', { id: 'j' });
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    const seconds = (performance.now() - t0) / 1000;
+    await rawJob(c, 'warm-', warmSrc, warmDst, kind);
+    const res = await rawJob(c, '', src, dst, kind);
     execFileSync('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', '-U', src, dst]);
-    return { seconds, latencies };
+    return res;
   } finally {
     c.close();
     await d.stop();
@@ -78,22 +103,28 @@ async function runJob(which: Which, src: string, dst: string, kind: 'mirror' | '
 type ChainJob = 'stream' | 'commit' | 'active commit';
 const CHAIN = ['base.qcow2', 'mid.qcow2', 'top.qcow2'];
 
-/** base (512 MiB of data), mid and top (256 MiB each, partly over the layers below), 1 GiB each. */
-function makeChain(dir: string): void {
+/**
+ * base (half its size in data), mid and top (a quarter each, partly over
+ * the layers below): for 1 GiB, 512 MiB of data in base and 256 MiB in
+ * each layer above.
+ */
+function makeChain(dir: string, size: number): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const stride = size / 16;
   for (const [i, name] of CHAIN.entries()) {
     const file = path.join(dir, name);
     const backing = i > 0 ? ['-b', path.join(dir, CHAIN[i - 1]!), '-F', 'qcow2'] : [];
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...backing, file, String(GiB)]);
-    const writes = Array.from({ length: 16 }, (_, k) => [k * 64 * MiB + i * 8 * MiB, i === 0 ? 32 * MiB : 16 * MiB] as [number, number]);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...backing, file, String(size)]);
+    const writes = Array.from({ length: 16 }, (_, k) => [k * stride + (i * stride) / 8, i === 0 ? stride / 2 : stride / 4] as [number, number]);
     const args = writes.flatMap(([off, len], k) => ['-c', `write -P ${k + 1 + i * 20} ${off} ${len}`]);
     execFileSync('qemu-io', ['-f', 'qcow2', ...args, file], { stdio: 'ignore' });
   }
 }
 
-/** Runs a commit or stream on a fresh copy of the chain in `template` and times it to the job's end. */
-async function runChainJob(which: Which, template: string, work: string, kind: ChainJob): Promise<Result> {
+/** A fresh copy of the chain in `template` under `work`, relinked, with a flat raw image of what it shows; all on disk. */
+function copyChain(template: string, work: string): { top: string; mid: string; base: string; flat: string } {
   fs.rmSync(work, { recursive: true, force: true });
-  fs.mkdirSync(work);
+  fs.mkdirSync(work, { recursive: true });
   const flat = path.join(work, 'flat.raw');
   // Copies keep the backing names, so each layer is copied into place and relinked.
   for (const name of CHAIN) execFileSync('cp', ['--sparse=always', path.join(template, name), path.join(work, name)]);
@@ -101,46 +132,45 @@ async function runChainJob(which: Which, template: string, work: string, kind: C
     if (i > 0) execFileSync('qemu-img', ['rebase', '-u', '-q', '-b', path.join(work, CHAIN[i - 1]!), '-F', 'qcow2', path.join(work, name)]);
   }
   execFileSync('qemu-img', ['convert', '-O', 'raw', path.join(work, 'top.qcow2'), flat]);
-  // The copies and the flat image go to disk before the job starts: else the job's flushes wait for their write-back too, and time the set-up.
+  // Everything goes to disk before the job starts: else the job's flushes wait for this write-back too, and time the set-up.
   for (const file of [...CHAIN.map((name) => path.join(work, name)), flat]) {
     const fd = fs.openSync(file, 'r');
     fs.fsyncSync(fd);
     fs.closeSync(fd);
   }
+  return { base: path.join(work, 'base.qcow2'), mid: path.join(work, 'mid.qcow2'), top: path.join(work, 'top.qcow2'), flat };
+}
+
+/** Opens the chain under node name `top` and runs the job on it to its end. */
+async function chainJob(c: BenchClient, top: string, chain: { top: string; mid: string }, kind: ChainJob): Promise<Result> {
+  const id = `${top}-job`;
+  await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': top, file: { driver: 'file', filename: chain.top } });
+  const nodes = (await c.cmd('query-named-block-nodes')) as Array<{ 'node-name': string; drv: string; file: string }>;
+  const mid = nodes.find((n) => n.drv === 'qcow2' && n.file === chain.mid)!['node-name'];
+  if (kind === 'stream') return runToEnd(c, id, () => c.cmd('block-stream', { 'job-id': id, device: top }));
+  if (kind === 'commit') return runToEnd(c, id, () => c.cmd('block-commit', { 'job-id': id, device: top, 'top-node': mid }));
+  return runToEnd(c, id, () => c.cmd('block-commit', { 'job-id': id, device: top }));
+}
+
+/** Times a commit or stream on a fresh copy of the chain in `template`, on a daemon that first ran the same job on a small chain. */
+async function runChainJob(which: Which, template: string, warmTemplate: string, work: string, kind: ChainJob): Promise<Result> {
+  const chain = copyChain(template, path.join(work, 'timed'));
+  const warm = copyChain(warmTemplate, path.join(work, 'warm'));
   warmPageCache(work, GiB);
   const d = await start(which);
   const c = await BenchClient.connect(d.qmp);
-  let seconds = 0;
-  const latencies: number[] = [];
+  let res: Result;
   try {
     await c.cmd('qmp_capabilities');
-    await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: { driver: 'file', filename: path.join(work, 'top.qcow2') } });
-    const nodes = (await c.cmd('query-named-block-nodes')) as Array<{ 'node-name': string; drv: string; file: string }>;
-    const node = (name: string) => nodes.find((n) => n.drv === 'qcow2' && path.basename(n.file) === name)!['node-name'];
-    const t0 = performance.now();
-    if (kind === 'stream') await c.cmd('block-stream', { 'job-id': 'j', device: 'top' });
-    else if (kind === 'commit') await c.cmd('block-commit', { 'job-id': 'j', device: 'top', 'top-node': node('mid.qcow2') });
-    else await c.cmd('block-commit', { 'job-id': 'j', device: 'top' });
-    let completed = false;
-    for (;;) {
-      const q0 = performance.now();
-      const jobs = (await c.cmd('query-jobs')) as Array<{ status: string }>;
-      latencies.push(performance.now() - q0);
-      if (jobs.length === 0) break;
-      if (jobs[0]!.status === 'ready' && !completed) {
-        completed = true;
-        await c.cmd('job-complete', { id: 'j' });
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    seconds = (performance.now() - t0) / 1000;
+    await chainJob(c, 'warm', warm, kind);
+    res = await chainJob(c, 'top', chain, kind);
   } finally {
     c.close();
     await d.stop();
   }
   // The result must still show what the chain showed.
-  execFileSync('qemu-img', ['compare', '-q', '-F', 'raw', path.join(work, kind === 'active commit' ? 'base.qcow2' : 'top.qcow2'), flat]);
-  return { seconds, latencies };
+  execFileSync('qemu-img', ['compare', '-q', '-F', 'raw', kind === 'active commit' ? chain.base : chain.top, chain.flat]);
+  return res;
 }
 
 async function main(): Promise<void> {
@@ -154,6 +184,9 @@ async function main(): Promise<void> {
     const full = path.join(dir, 'full.raw');
     const sparse = path.join(dir, 'sparse.raw');
     const dst = path.join(dir, 'dst.raw');
+    const warmSrc = path.join(dir, 'warm-src.raw');
+    raw(warmSrc, WARM_UP_SIZE);
+    fill(warmSrc, [[0, WARM_UP_SIZE]]);
     const cases = (
       [
         ['mirror 1 GiB allocated raw', full, 'mirror'],
@@ -175,7 +208,7 @@ async function main(): Promise<void> {
       const times: Record<Which, number[]> = { qbd: [], qsd: [] };
       for (let r = 0; r < runs; r++) {
         for (const which of daemons) {
-          const res = await runJob(which, src, dst, kind);
+          const res = await runJob(which, src, dst, warmSrc, kind);
           times[which].push(res.seconds);
           latency[which].push(...res.latencies);
         }
@@ -191,13 +224,16 @@ async function main(): Promise<void> {
       ] as Array<[ChainJob, string]>
     ).filter(([, name]) => wanted(name));
     const template = path.join(dir, 'chain');
-    fs.mkdirSync(template);
-    if (chainCases.length > 0) makeChain(template);
+    const warmTemplate = path.join(dir, 'warm-chain');
+    if (chainCases.length > 0) {
+      makeChain(template, GiB);
+      makeChain(warmTemplate, WARM_UP_SIZE);
+    }
     for (const [kind, name] of chainCases) {
       const times: Record<Which, number[]> = { qbd: [], qsd: [] };
       for (let r = 0; r < runs; r++) {
         for (const which of daemons) {
-          const res = await runChainJob(which, template, path.join(dir, 'work'), kind);
+          const res = await runChainJob(which, template, warmTemplate, path.join(dir, 'work'), kind);
           times[which].push(res.seconds);
           latency[which].push(...res.latencies);
         }
