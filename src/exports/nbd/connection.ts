@@ -261,19 +261,28 @@ export class TransmissionConnection {
     }
     this.inFlight++;
     this.updateFlow();
-    this.execute(req)
-      .catch((err: unknown) => {
-        if (err instanceof RequestError) return this.errorReply(req, err.nbdError, err.message);
-        const e = err as { code?: string; message?: string };
-        this.errorReply(req, nbdErrorOf(e.code), e.message ?? String(err));
-      })
-      .finally(() => {
-        this.inFlight--;
-        if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-        this.updateFlow();
-        this.checkGone();
-      });
+    // One reaction per request, not a catch and a finally: each costs promises and a microtask.
+    this.execute(req).then(this.requestDone, (err: unknown) => {
+      try {
+        this.failedReply(req, err);
+      } finally {
+        this.requestDone();
+      }
+    });
   }
+
+  private failedReply(req: NbdRequest, err: unknown): void {
+    if (err instanceof RequestError) return this.errorReply(req, err.nbdError, err.message);
+    const e = err as { code?: string; message?: string };
+    this.errorReply(req, nbdErrorOf(e.code), e.message ?? String(err));
+  }
+
+  private readonly requestDone = (): void => {
+    this.inFlight--;
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    this.updateFlow();
+    this.checkGone();
+  };
 
   private readonly idleWaiters: Array<() => void> = [];
 
