@@ -83,6 +83,107 @@ describe('RequestParser', () => {
   });
 });
 
+describe('RequestParser reading in place', () => {
+  /** A stream of WRITEs around the sizes where the parser changes course (in-place threshold, scratch size), reads and small WRITEs between. */
+  function mixedStream(): { stream: Buffer; payloads: Buffer[] } {
+    const sizes = [1, 512, 16383, 16384, 16385, 65535, 65536, 65537, 100_001, 256 << 10, 256 << 10, 4096, 1 << 20, 27, 29, 256 << 10];
+    const parts: Buffer[] = [];
+    const payloads: Buffer[] = [];
+    let handle = 1;
+    for (const len of sizes) {
+      const data = crypto.randomBytes(len);
+      payloads.push(data);
+      parts.push(header(1, BigInt(handle * 4096), len, handle++), data);
+      if (handle % 3 === 0) parts.push(header(0, 0n, 4096, 1000 + handle));
+    }
+    // Back to back small requests, as a queue-depth client sends them.
+    for (let i = 0; i < 40; i++) {
+      const data = crypto.randomBytes(4096);
+      payloads.push(data);
+      parts.push(header(1, BigInt(i * 4096), 4096, 2000 + i), data, header(0, 0n, 512, 3000 + i));
+    }
+    return { stream: Buffer.concat(parts), payloads };
+  }
+
+  /**
+   * Feeds `stream` as a socket would: each read fills the start of the buffer
+   * the parser asks for, with at most `readSize()` bytes; at random the
+   * connection holds back (in-flight cap) and lets go again.
+   */
+  function readInPlace(stream: Buffer, readSize: () => number, maxPayload = 32 << 20) {
+    const got: NbdRequest[] = [];
+    const readInto = new Set<ArrayBufferLike>();
+    const p = new RequestParser({ maxPayload, onRequest: (r) => got.push(r) });
+    for (let at = 0; at < stream.length; ) {
+      if (p.paused) {
+        p.paused = false;
+        p.run();
+      }
+      const buf = p.readBuffer();
+      const n = Math.min(buf.length, readSize(), stream.length - at);
+      stream.copy(buf, 0, at, at + n);
+      // Whatever was in the buffer beyond `n` must not matter: spoil it.
+      buf.fill(0xa5, n);
+      readInto.add(buf.buffer);
+      p.received(buf, n);
+      at += n;
+      if (Math.random() < 0.2) p.paused = true;
+    }
+    p.paused = false;
+    p.run();
+    return { got, readInto };
+  }
+
+  function summary(reqs: NbdRequest[]): unknown[] {
+    return reqs.map((r) => [r.type, r.offset, r.length, r.handle.toString('hex'), r.oversized === true, r.payload?.toString('hex')]);
+  }
+
+  it('parses the same requests as from whole chunks, whatever the read sizes, and payloads stay intact', () => {
+    const { stream, payloads } = mixedStream();
+    const want: NbdRequest[] = [];
+    new RequestParser({ maxPayload: 32 << 20, onRequest: (r) => want.push(r) }).push(stream);
+    const sizes = [() => 1 + Math.floor(Math.random() * 70_000), () => 1 + Math.floor(Math.random() * 40), () => 1 << 30, () => [1, 27, 28, 29, 16383, 65535, 65537][Math.floor(Math.random() * 7)]!];
+    for (const size of sizes) {
+      for (let round = 0; round < 4; round++) {
+        const { got } = readInPlace(stream, size);
+        // Compared once everything is parsed: a payload still pointing into a reused buffer would show here.
+        expect(summary(got)).toEqual(summary(want));
+      }
+    }
+    expect(want.filter((r) => r.type === 1).map((r) => r.payload!.toString('hex'))).toEqual(payloads.map((d) => d.toString('hex')));
+  });
+
+  it('lets a large payload land in its own buffer, one header read between such payloads', () => {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 8; i++) parts.push(header(1, BigInt(i) << 18n, 256 << 10, i + 1), crypto.randomBytes(256 << 10));
+    const { got, readInto } = readInPlace(Buffer.concat(parts), () => 1 << 30);
+    expect(got).toHaveLength(8);
+    // After the first request every payload was read straight into its buffer.
+    for (const r of got.slice(1)) expect(readInto.has(r.payload!.buffer)).toBe(true);
+    got.forEach((r, i) => expect(r.payload!.equals(parts[2 * i + 1]!)).toBe(true));
+  });
+
+  it('skips a payload over the limit read in pieces, and the next requests parse', () => {
+    const tail = crypto.randomBytes(20_000);
+    const stream = Buffer.concat([header(1, 0n, 300_000, 1), crypto.randomBytes(300_000), header(1, 0n, tail.length, 2), tail, header(0, 0n, 1, 3)]);
+    const { got } = readInPlace(stream, () => 1 + Math.floor(Math.random() * 30_000), 100_000);
+    expect(got.map((r) => [r.handle.readBigUInt64BE(0), r.oversized === true])).toEqual([
+      [1n, true],
+      [2n, false],
+      [3n, false],
+    ]);
+    expect(got[1]!.payload!.equals(tail)).toBe(true);
+  });
+
+  it('fails on a bad magic read into the scratch buffer', () => {
+    const p = new RequestParser({ maxPayload: 1 << 20, onRequest: () => undefined });
+    const buf = p.readBuffer();
+    buf.fill(1, 0, 28);
+    expect(() => p.received(buf, 28)).toThrow(NbdFramingError);
+    expect(p.failed).toBe(true);
+  });
+});
+
 describe('Handshake', () => {
   const entry: NbdExportEntry = {
     id: 'e0', name: 'disk', description: 'd', nodeName: 'disk', home: 'default', writable: true, writethrough: false,

@@ -1,6 +1,6 @@
 /**
- * WRITE payloads that reach the server in many small socket reads are
- * joined into pooled buffers, and READ replies go out of pooled buffers:
+ * WRITE payloads that reach the server in many small socket reads land in
+ * pooled buffers, and READ replies go out of pooled buffers:
  * the bytes must land in the image intact and read back intact, also when
  * the same buffers serve request after request with different data, and
  * when a request's header starts in the chunk that ends the previous payload.

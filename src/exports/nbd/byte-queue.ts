@@ -29,17 +29,24 @@ export class ByteQueue {
       return first.subarray(0, n);
     }
     const out = alloc(n);
-    let at = 0;
-    while (at < n) {
+    this.takeInto(out, 0);
+    return out;
+  }
+
+  /** Moves queued bytes into `dest` from `at` on, as many as fit; returns how many. */
+  takeInto(dest: Buffer, at: number): number {
+    const n = Math.min(this.length, dest.length - at);
+    let done = 0;
+    while (done < n) {
       const c = this.chunks[0]!;
-      const use = Math.min(c.length, n - at);
-      c.copy(out, at, 0, use);
-      at += use;
+      const use = Math.min(c.length, n - done);
+      c.copy(dest, at + done, 0, use);
+      done += use;
       if (use === c.length) this.chunks.shift();
       else this.chunks[0] = c.subarray(use);
     }
     this.length -= n;
-    return out;
+    return n;
   }
 
   /** Drops up to `n` bytes; returns how many were dropped. */
@@ -57,6 +64,13 @@ export class ByteQueue {
     }
     this.length -= n - left;
     return n - left;
+  }
+
+  /** Replaces what is queued by a copy of its own, for when the memory it came in is about to be reused. */
+  detach(): void {
+    if (this.length === 0) return;
+    const copy = this.chunks.length === 1 ? Buffer.from(this.chunks[0]!) : Buffer.concat(this.chunks);
+    this.chunks = [copy];
   }
 
   /** Everything still queued, as one buffer. */

@@ -4,6 +4,7 @@
  * bounds, read-only, sizes) and run concurrently on the node through an
  * `IoBackend`, up to a per-connection cap; replies go out as each finishes.
  */
+import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { STATUS } from '../../block/common/io-types';
 import type { IoBackend } from '../../block/io/backend';
@@ -76,19 +77,36 @@ export interface ServedExport {
   alive(): boolean;
 }
 
+/**
+ * What a connection is served over: a stream whose 'data' chunks it parses
+ * (a TLS session, a stream relayed from the context holding the session), or
+ * the descriptor of a plain socket, which the connection opens itself so
+ * that each read lands where the parser asks (a WRITE payload straight in
+ * its buffer).
+ */
+export type Transport = { stream: Duplex } | { fd: number };
+
+/** The socket constructor takes `onread` as `net.connect` does (Node's typings list it for the latter only). */
+type SocketOverDescriptor = net.SocketConstructorOpts & { onread: net.OnReadOpts };
+
 export class TransmissionConnection {
+  /** The socket, the TLS session, or the relayed stream. */
+  readonly socket: Duplex;
   private readonly parser: RequestParser;
   private inFlight = 0;
   private disconnecting = false;
   private socketClosed = false;
   private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
   private readonly closedWaiters: Array<() => void> = [];
   /** The negotiated meta contexts, in id order. */
   private readonly metaContexts: Array<[string, number]>;
 
   constructor(
-    /** A socket, a TLS session, or a stream relayed from the context that holds the session. */
-    private readonly socket: Duplex,
+    transport: Transport,
     private readonly exp: ServedExport,
     private readonly state: NegotiatedState,
     leftover: Buffer,
@@ -96,7 +114,24 @@ export class TransmissionConnection {
   ) {
     this.metaContexts = Object.entries(state.metaContexts).sort((a, b) => a[1] - b[1]);
     this.parser = new RequestParser({ maxPayload: MAX_PAYLOAD, onRequest: (req) => this.dispatch(req), payloadBuffer: takeReadBuffer });
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    let socket: Duplex;
+    if ('fd' in transport) {
+      const parser = this.parser;
+      const options: SocketOverDescriptor = {
+        fd: transport.fd,
+        readable: true,
+        writable: true,
+        // Returning false stops reading; `updateFlow` has paused the socket then, and its resume reads again.
+        onread: { buffer: () => parser.readBuffer(), callback: (n, buf) => this.receiveRead(buf as Buffer, n) },
+      };
+      const plain = new net.Socket(options);
+      plain.setNoDelay(true);
+      socket = plain;
+    } else {
+      socket = transport.stream;
+      socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    }
+    this.socket = socket;
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.socketClosed = true;
@@ -104,7 +139,7 @@ export class TransmissionConnection {
     });
     socket.on('drain', () => this.updateFlow());
     if (leftover.length > 0) this.receive(leftover);
-    socket.resume();
+    if (!this.parser.paused) socket.resume();
   }
 
   /** The client sent DISC, went away, or is being dropped. */
@@ -134,9 +169,23 @@ export class TransmissionConnection {
     try {
       this.parser.push(chunk);
     } catch (err) {
-      if (!(err instanceof NbdFramingError)) throw err;
-      this.socket.destroy();
+      this.framingLost(err);
     }
+  }
+
+  /** `n` bytes were read into `buf`, where the parser asked for them; false while the connection holds back reading. */
+  private receiveRead(buf: Buffer, n: number): boolean {
+    try {
+      this.parser.received(buf, n);
+    } catch (err) {
+      this.framingLost(err);
+    }
+    return !this.parser.paused;
+  }
+
+  private framingLost(err: unknown): void {
+    if (!(err instanceof NbdFramingError)) throw err;
+    this.socket.destroy();
   }
 
   /** Stops reading while too much is in flight or queued, and starts again once it drains. */
@@ -163,10 +212,7 @@ export class TransmissionConnection {
       // Replies finished in the same turn leave in one write.
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      process.nextTick(this.uncork);
     }
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) this.socket.write(parts[i]!);
@@ -215,19 +261,28 @@ export class TransmissionConnection {
     }
     this.inFlight++;
     this.updateFlow();
-    this.execute(req)
-      .catch((err: unknown) => {
-        if (err instanceof RequestError) return this.errorReply(req, err.nbdError, err.message);
-        const e = err as { code?: string; message?: string };
-        this.errorReply(req, nbdErrorOf(e.code), e.message ?? String(err));
-      })
-      .finally(() => {
-        this.inFlight--;
-        if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-        this.updateFlow();
-        this.checkGone();
-      });
+    // One reaction per request, not a catch and a finally: each costs promises and a microtask.
+    this.execute(req).then(this.requestDone, (err: unknown) => {
+      try {
+        this.failedReply(req, err);
+      } finally {
+        this.requestDone();
+      }
+    });
   }
+
+  private failedReply(req: NbdRequest, err: unknown): void {
+    if (err instanceof RequestError) return this.errorReply(req, err.nbdError, err.message);
+    const e = err as { code?: string; message?: string };
+    this.errorReply(req, nbdErrorOf(e.code), e.message ?? String(err));
+  }
+
+  private readonly requestDone = (): void => {
+    this.inFlight--;
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    this.updateFlow();
+    this.checkGone();
+  };
 
   private readonly idleWaiters: Array<() => void> = [];
 

@@ -21,7 +21,7 @@ import { certificateInfo } from '../../crypto/x509-info';
 import type { Duplex } from 'node:stream';
 import { MessageChannel } from 'node:worker_threads';
 import { PortStream, relayOverPort } from './port-relay';
-import { TransmissionConnection } from './connection';
+import { TransmissionConnection, type Transport } from './connection';
 import { writeLargeChunksAlone } from './tls-writes';
 import { greeting, Handshake, type ExportDirectory } from './handshake';
 import * as msg from './messages';
@@ -37,6 +37,29 @@ interface KnownExport {
 function socketFd(socket: net.Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * Takes a plain socket's connection out of it: stops libuv reading, collects
+ * what the stream already buffered (it comes after `leftover`), and closes
+ * the socket over a duplicate of its descriptor. Undefined (the socket
+ * destroyed) when that cannot be done.
+ */
+function detachDescriptor(socket: net.Socket, leftover: Buffer): { fd: number; leftover: Buffer } | undefined {
+  const fd = socketFd(socket);
+  if (fd === undefined) return void socket.destroy();
+  (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+  const parts = [leftover];
+  for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) parts.push(c);
+  let copy: number;
+  try {
+    copy = dupFd(fd);
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'NBD connection could not be detached from its socket');
+    return void socket.destroy();
+  }
+  socket.destroy();
+  return { fd: copy, leftover: parts.length === 1 ? leftover : Buffer.concat(parts) };
 }
 
 class NbdContextService implements ExportDirectory {
@@ -164,7 +187,7 @@ class NbdContextService implements ExportDirectory {
     socket.write(greeting());
   }
 
-  private track(socket: net.Socket): void {
+  private track(socket: Duplex): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
@@ -212,26 +235,14 @@ class NbdContextService implements ExportDirectory {
 
   /** Moves a negotiated connection to the context its export lives in. */
   private handOff(socket: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
-    const fd = socketFd(socket);
-    if (fd === undefined) return void socket.destroy();
-    // Stop libuv reading, then collect what the stream already buffered: it belongs to the new owner.
-    (socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
-    const parts = [leftover];
-    for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) parts.push(c);
-    let copy: number;
-    try {
-      copy = dupFd(fd);
-    } catch (err) {
-      log.error({ err: (err as Error).message }, 'NBD connection could not be handed over');
-      return void socket.destroy();
-    }
-    socket.destroy();
+    const detached = detachDescriptor(socket, leftover);
+    if (!detached) return;
     const ticket = this.nextTicket++;
     this.handedOff.add(ticket);
-    this.runtime.channel.request(msg.nbdHandoff, { fd: copy, ticket, state, leftover: Buffer.concat(parts) }).catch((err: Error) => {
+    this.runtime.channel.request(msg.nbdHandoff, { fd: detached.fd, ticket, state, leftover: detached.leftover }).catch((err: Error) => {
       log.error({ err: err.message }, 'NBD connection hand-over failed');
       this.handedOff.delete(ticket);
-      fs.close(copy, () => undefined);
+      fs.close(detached.fd, () => undefined);
     });
   }
 
@@ -256,35 +267,59 @@ class NbdContextService implements ExportDirectory {
 
   // ---- serving ---------------------------------------------------------------
 
-  private serve(socket: Duplex, state: msg.NegotiatedState, leftover: Buffer): void {
+  /**
+   * Serves a connection negotiated here. A plain socket is opened afresh
+   * over its descriptor, as one handed over from another context is, so
+   * that its reads land where the request parser asks.
+   */
+  private serve(stream: net.Socket, state: msg.NegotiatedState, leftover: Buffer): void {
+    if (stream instanceof tls.TLSSocket || !dupFdAvailable) return void this.serveOver({ stream }, state, leftover);
+    // The socket is closed under the copy of its descriptor: it no longer counts against max-connections.
+    this.sockets.delete(stream);
+    const detached = detachDescriptor(stream, leftover);
+    if (!detached) return;
+    const socket = this.serveOver({ fd: detached.fd }, state, detached.leftover);
+    if (socket) this.track(socket);
+  }
+
+  /** Serves a connection in the export's context; returns the socket it is served over. */
+  private serveOver(transport: Transport, state: msg.NegotiatedState, leftover: Buffer): Duplex | undefined {
     const known = this.exports.get(state.exportName);
-    if (!known?.backend) return void socket.destroy();
+    if (!known?.backend) {
+      if ('fd' in transport) fs.close(transport.fd, () => undefined);
+      else transport.stream.destroy();
+      return undefined;
+    }
     const backend = known.backend;
-    if (socket instanceof tls.TLSSocket) writeLargeChunksAlone(socket);
+    if ('stream' in transport && transport.stream instanceof tls.TLSSocket) writeLargeChunksAlone(transport.stream);
     const graph = this.runtime.graph;
     const served = { entry: known.entry, backend, alive: () => graph.nodes.get(backend.root.name) === backend.root };
-    const conn = new TransmissionConnection(socket, served, state, leftover, (c) =>
-      known.connections.delete(c),
-    );
+    const conn = new TransmissionConnection(transport, served, state, leftover, (c) => known.connections.delete(c));
     known.connections.add(conn);
+    return conn.socket;
   }
 
   adopt(params: msg.Handoff): void {
     assertIoContext();
-    let socket: net.Socket | PortStream;
+    const leftover = Buffer.from(params.leftover.buffer, params.leftover.byteOffset, params.leftover.byteLength);
+    let transport: Transport;
     if (params.port) {
-      socket = new PortStream(params.port);
+      const relayed = new PortStream(params.port);
+      relayed.pause();
+      transport = { stream: relayed };
     } else {
-      socket = new net.Socket({ fd: params.fd!, readable: true, writable: true });
-      socket.setNoDelay(true);
+      transport = { fd: params.fd! };
     }
-    socket.pause();
+    const socket = this.serveOver(transport, params.state, leftover);
+    if (!socket) {
+      this.runtime.channel.notify(msg.nbdClientGone, { ticket: params.ticket });
+      return;
+    }
     this.sockets.add(socket);
     socket.on('close', () => {
       this.sockets.delete(socket);
       this.runtime.channel.notify(msg.nbdClientGone, { ticket: params.ticket });
     });
-    this.serve(socket, params.state, Buffer.from(params.leftover.buffer, params.leftover.byteOffset, params.leftover.byteLength));
   }
 
   exportAdd(entry: msg.NbdExportEntry): void {
