@@ -25,16 +25,13 @@ export function command(which: 'qbd' | 'qsd', args: string[]): [string, string[]
   return which === 'qbd' ? [process.execPath, [QBD, ...args]] : ['qemu-storage-daemon', args];
 }
 
-export async function start(which: 'qbd' | 'qsd', extra: string[] = []): Promise<Started> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `qbd-bench-${which}-`));
-  const qmp = path.join(dir, 'qmp.sock');
-  const pidfile = path.join(dir, 'pid');
-  const [cmd, args] = command(which, ['--chardev', `socket,id=m,path=${qmp},server=on,wait=off`, '--monitor', 'chardev=m', '--pidfile', pidfile, ...extra]);
+/** Spawns a server that writes `pidfile` once it is ready, and waits for that file. */
+export async function spawnServer(cmd: string, args: string[], dir: string, pidfile: string): Promise<Started> {
   const proc = spawn(cmd, args, { stdio: 'ignore' });
   while (!fs.existsSync(pidfile)) await new Promise((r) => setTimeout(r, 5));
   return {
     proc,
-    qmp,
+    qmp: path.join(dir, 'qmp.sock'),
     dir,
     async stop() {
       const exited = new Promise((r) => proc.once('exit', r));
@@ -43,6 +40,14 @@ export async function start(which: 'qbd' | 'qsd', extra: string[] = []): Promise
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export async function start(which: 'qbd' | 'qsd', extra: string[] = []): Promise<Started> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `qbd-bench-${which}-`));
+  const qmp = path.join(dir, 'qmp.sock');
+  const pidfile = path.join(dir, 'pid');
+  const [cmd, args] = command(which, ['--chardev', `socket,id=m,path=${qmp},server=on,wait=off`, '--monitor', 'chardev=m', '--pidfile', pidfile, ...extra]);
+  return spawnServer(cmd, args, dir, pidfile);
 }
 
 export function rssMiB(pid: number): number {

@@ -11,10 +11,9 @@
  * one. Run by hand: `npm run build && node dist/bench/nbd.js` (FIO_SECONDS=N
  * to change the length of each fio run, default 8).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { hasReference, onPath, start, type Started } from './daemons';
+import { hasReference, onPath, spawnServer, start, type Started } from './daemons';
 import { median, printFigures, type Figure } from './report';
 import { CLIENT_DN, makePki, type TestPki } from './pki';
 import { fioNbd, makeDataImage, run, runMain, timed } from './tools';
@@ -32,21 +31,10 @@ interface Served {
 }
 
 /** nbdkit's file plugin on the same file; over TLS it checks the client's certificate (it has no authz by name). */
-async function startNbdkit(dir: string, image: string, sock: string, pki?: TestPki): Promise<Started> {
+function startNbdkit(dir: string, image: string, sock: string, pki?: TestPki): Promise<Started> {
   const pidfile = path.join(dir, 'pid');
   const tls = pki ? ['--tls=require', `--tls-certificates=${pki.serverDir}`, '--tls-verify-peer'] : [];
-  const proc = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-P', pidfile, '-U', sock, ...tls, 'file', `file=${image}`], { stdio: 'ignore' });
-  while (!fs.existsSync(pidfile)) await new Promise((r) => setTimeout(r, 5));
-  return {
-    proc,
-    qmp: '',
-    dir,
-    async stop() {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-    },
-  };
+  return spawnServer('nbdkit', ['--foreground', '--exit-with-parent', '-P', pidfile, '-U', sock, ...tls, 'file', `file=${image}`], dir, pidfile);
 }
 
 async function serve(which: Which, image: string, pki?: TestPki): Promise<Served> {

@@ -62,6 +62,22 @@ function writeOffset(buf: Buffer, offset: number, at: number): void {
   buf.writeUInt32BE(offset >>> 0, at + 4);
 }
 
+/** Writes a simple reply's 16-byte header into `buf` at `at`. */
+function writeSimpleHeader(buf: Buffer, at: number, req: NbdRequest, error: number): void {
+  buf.writeUInt32BE(SIMPLE_REPLY_MAGIC, at);
+  buf.writeUInt32BE(error, at + 4);
+  req.handle.copy(buf, at + 8);
+}
+
+/** Writes a structured reply chunk's 20-byte header into `buf` at `at`. */
+function writeChunkHeader(buf: Buffer, at: number, req: NbdRequest, flags: number, type: number, length: number): void {
+  buf.writeUInt32BE(STRUCTURED_REPLY_MAGIC, at);
+  buf.writeUInt16BE(flags, at + 4);
+  buf.writeUInt16BE(type, at + 6);
+  req.handle.copy(buf, at + 8);
+  buf.writeUInt32BE(length, at + 16);
+}
+
 /** A piece of a READ reply: data read into a pooled reply buffer (`whole`, with headroom for the chunk header), or a hole. */
 interface ReadChunk {
   offset: number;
@@ -219,21 +235,16 @@ export class TransmissionConnection {
     this.socket.write(parts[last]!, written);
   }
 
-  private simpleReply(req: NbdRequest, error: number, data?: Buffer, written?: () => void): void {
+  /** A simple reply without data. */
+  private simpleReply(req: NbdRequest, error: number): void {
     const h = Buffer.allocUnsafe(16);
-    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
-    h.writeUInt32BE(error, 4);
-    req.handle.copy(h, 8);
-    this.send(data && data.length > 0 ? [h, data] : [h], written);
+    writeSimpleHeader(h, 0, req, error);
+    this.send([h]);
   }
 
   private chunkHeader(req: NbdRequest, flags: number, type: number, length: number): Buffer {
     const h = Buffer.allocUnsafe(20);
-    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-    h.writeUInt16BE(flags, 4);
-    h.writeUInt16BE(type, 6);
-    req.handle.copy(h, 8);
-    h.writeUInt32BE(length, 16);
+    writeChunkHeader(h, 0, req, flags, type, length);
     return h;
   }
 
@@ -401,9 +412,7 @@ export class TransmissionConnection {
   /** A simple reply carrying data: its header goes into the headroom in front of the data, so the reply is one buffer. */
   private simpleDataReply(req: NbdRequest, whole: Buffer, length: number, written: () => void): void {
     const at = REPLY_HEADROOM - 16;
-    whole.writeUInt32BE(SIMPLE_REPLY_MAGIC, at);
-    whole.writeUInt32BE(0, at + 4);
-    req.handle.copy(whole, at + 8);
+    writeSimpleHeader(whole, at, req, 0);
     this.send([whole.subarray(at, REPLY_HEADROOM + length)], written);
   }
 
@@ -415,11 +424,7 @@ export class TransmissionConnection {
         // Chunk header and offset in the headroom just in front of the data: one buffer, no copy.
         const h = c.whole!;
         const at = REPLY_HEADROOM - 28;
-        h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, at);
-        h.writeUInt16BE(flags, at + 4);
-        h.writeUInt16BE(REPLY_TYPE.OFFSET_DATA, at + 6);
-        req.handle.copy(h, at + 8);
-        h.writeUInt32BE(8 + c.data.length, at + 16);
+        writeChunkHeader(h, at, req, flags, REPLY_TYPE.OFFSET_DATA, 8 + c.data.length);
         writeOffset(h, c.offset, at + 20);
         parts.push(h.subarray(at, REPLY_HEADROOM + c.data.length));
       } else {

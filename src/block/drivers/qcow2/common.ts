@@ -65,6 +65,14 @@ export const OFFSET_MASK = 0x00fffffffffffe00n;
 export const L2_RESERVED_MASK = ~(OFLAG_COPIED | OFLAG_COMPRESSED | OFFSET_MASK | OFLAG_ZERO) & 0xffffffffffffffffn;
 export const L1_RESERVED_MASK = ~(OFLAG_COPIED | OFFSET_MASK) & 0xffffffffffffffffn;
 export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+/**
+ * The same bits for an entry read as two 32-bit halves (`hi` bits 32-63,
+ * `lo` bits 0-31), as the read path's mapping does to stay off BigInt.
+ */
+export const HI_COMPRESSED = Number(OFLAG_COMPRESSED >> 32n);
+export const HI_OFFSET_MASK = Number((OFFSET_MASK >> 32n) & 0xffffffffn);
+export const LO_OFFSET_MASK = Number(OFFSET_MASK & 0xffffffffn);
+export const LO_ZERO = Number(OFLAG_ZERO);
 
 export const MIN_CLUSTER_BITS = 9;
 export const MAX_CLUSTER_BITS = 21;

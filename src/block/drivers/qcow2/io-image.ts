@@ -40,6 +40,10 @@ import {
   geometry,
   type Geometry,
   getRefcount,
+  HI_COMPRESSED,
+  HI_OFFSET_MASK,
+  LO_OFFSET_MASK,
+  LO_ZERO,
   HDR,
   INCOMPAT,
   l1EntriesFor,
@@ -976,9 +980,8 @@ export class Qcow2Image {
       const at = (Math.floor(pos / cs) % this.g.l2Entries) * 8;
       const hi = buf.readUInt32BE(at);
       const lo = buf.readUInt32BE(at + 4);
-      // Bit 62 compressed, bit 0 zero (v3), bits 9-55 the host offset.
-      const base = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-      const kind: ClusterKind = hi & 0x40000000 ? 'compressed' : zeroFlag && lo & 1 ? 'zero' : base ? 'normal' : 'unallocated';
+      const base = (hi & HI_OFFSET_MASK) * 0x100000000 + ((lo & LO_OFFSET_MASK) >>> 0);
+      const kind: ClusterKind = hi & HI_COMPRESSED ? 'compressed' : zeroFlag && lo & LO_ZERO ? 'zero' : base ? 'normal' : 'unallocated';
       const inCluster = Math.min(end, (Math.floor(pos / cs) + 1) * cs) - pos;
       let host = 0;
       if (kind === 'normal') {
