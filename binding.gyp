@@ -3,7 +3,9 @@
     {
       "target_name": "qbd_native",
       "sources": [
-        "native/qbd_native.c"
+        "native/qbd_native.c",
+        "native/napi_util.c",
+        "native/fd_watch.c"
       ],
       "defines": [
         "NAPI_VERSION=8",

@@ -28,166 +28,12 @@
 
 #include <node_api.h>
 
-/* Number.MAX_SAFE_INTEGER: offsets beyond it cannot cross into JavaScript. */
-#define MAX_SAFE_INTEGER 9007199254740991.0
+#include "fd_watch.h"
+#include "napi_util.h"
+
 #define MAX_ALIGNMENT_REPORTED 4096
 #define MAX_BUFFER_ALIGNMENT (1u << 30)
 #define MAX_BUFFER_SIZE 4294967296.0
-
-/* Return NULL from a napi callback when a napi call fails, leaving an
- * exception pending. */
-#define NAPI_CALL(env, call)                                                   \
-  do {                                                                         \
-    if ((call) != napi_ok) {                                                   \
-      throw_napi_failure((env), #call);                                        \
-      return NULL;                                                             \
-    }                                                                          \
-  } while (0)
-
-/* Like NAPI_CALL, for helpers that return bool. */
-#define NAPI_CHECK(env, call)                                                  \
-  do {                                                                         \
-    if ((call) != napi_ok) {                                                   \
-      throw_napi_failure((env), #call);                                        \
-      return false;                                                            \
-    }                                                                          \
-  } while (0)
-
-static void throw_napi_failure(napi_env env, const char *call) {
-  bool pending = false;
-  if (napi_is_exception_pending(env, &pending) == napi_ok && pending)
-    return;
-  const napi_extended_error_info *info = NULL;
-  const char *why = NULL;
-  if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL)
-    why = info->error_message;
-  char message[256];
-  snprintf(message, sizeof(message), "qbd_native: %s failed: %s", call,
-           why != NULL ? why : "unknown N-API error");
-  napi_throw_error(env, NULL, message);
-}
-
-/* errno names and texts for the failures these calls can report.
- * strerrorname_np() is glibc-only and strerror() is not thread-safe. */
-struct errno_name {
-  int number;
-  const char *code;
-  const char *text;
-};
-
-static const struct errno_name errno_names[] = {
-    {EPERM, "EPERM", "operation not permitted"},
-    {ENOENT, "ENOENT", "no such file or directory"},
-    {EINTR, "EINTR", "interrupted system call"},
-    {EIO, "EIO", "i/o error"},
-    {ENXIO, "ENXIO", "no such device or address"},
-    {EBADF, "EBADF", "bad file descriptor"},
-    {EAGAIN, "EAGAIN", "resource temporarily unavailable"},
-    {ENOMEM, "ENOMEM", "not enough memory"},
-    {EACCES, "EACCES", "permission denied"},
-    {EFAULT, "EFAULT", "bad address"},
-    {EBUSY, "EBUSY", "resource busy"},
-    {ENODEV, "ENODEV", "no such device"},
-    {EISDIR, "EISDIR", "is a directory"},
-    {EINVAL, "EINVAL", "invalid argument"},
-    {ENOTTY, "ENOTTY", "inappropriate ioctl for device"},
-    {ETXTBSY, "ETXTBSY", "text file is busy"},
-    {EFBIG, "EFBIG", "file too large"},
-    {ENOSPC, "ENOSPC", "no space left on device"},
-    {ESPIPE, "ESPIPE", "invalid seek"},
-    {EROFS, "EROFS", "read-only file system"},
-    {EDEADLK, "EDEADLK", "resource deadlock avoided"},
-    {ENOLCK, "ENOLCK", "no locks available"},
-    {ENOSYS, "ENOSYS", "function not implemented"},
-    {EOVERFLOW, "EOVERFLOW", "value too large for defined data type"},
-    /* node:fs reports errno 95 as ENOTSUP; use the same name. */
-    {ENOTSUP, "ENOTSUP", "operation not supported"},
-#if EOPNOTSUPP != ENOTSUP
-    {EOPNOTSUPP, "EOPNOTSUPP", "operation not supported"},
-#endif
-    {EDQUOT, "EDQUOT", "disk quota exceeded"},
-    {ECANCELED, "ECANCELED", "operation canceled"},
-};
-
-static napi_status make_errno_error(napi_env env, int err, const char *syscall,
-                                    napi_value *result) {
-  const char *code = "UNKNOWN";
-  const char *text = "unknown error";
-  for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++) {
-    if (errno_names[i].number == err) {
-      code = errno_names[i].code;
-      text = errno_names[i].text;
-      break;
-    }
-  }
-  char message[160];
-  if (strcmp(code, "UNKNOWN") == 0)
-    snprintf(message, sizeof(message), "UNKNOWN: errno %d, %s", err, syscall);
-  else
-    snprintf(message, sizeof(message), "%s: %s, %s", code, text, syscall);
-
-  napi_value code_value, message_value, syscall_value, errno_value;
-  napi_status status;
-  if ((status = napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH,
-                                        &code_value)) != napi_ok ||
-      (status = napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH,
-                                        &message_value)) != napi_ok ||
-      (status = napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH,
-                                        &syscall_value)) != napi_ok ||
-      (status = napi_create_int32(env, -err, &errno_value)) != napi_ok ||
-      (status = napi_create_error(env, code_value, message_value, result)) !=
-          napi_ok ||
-      (status = napi_set_named_property(env, *result, "errno", errno_value)) !=
-          napi_ok ||
-      (status = napi_set_named_property(env, *result, "syscall",
-                                        syscall_value)) != napi_ok)
-    return status;
-  return napi_ok;
-}
-
-static void throw_errno(napi_env env, int err, const char *syscall) {
-  napi_value error;
-  if (make_errno_error(env, err, syscall, &error) != napi_ok) {
-    throw_napi_failure(env, "make_errno_error");
-    return;
-  }
-  if (napi_throw(env, error) != napi_ok)
-    throw_napi_failure(env, "napi_throw");
-}
-
-/* Reads argument `index` as an integer in [min, max]; throws otherwise. */
-static bool get_integer(napi_env env, napi_value *argv, size_t argc,
-                        size_t index, const char *name, double min, double max,
-                        int64_t *out) {
-  char message[128];
-  napi_valuetype type = napi_undefined;
-  if (index < argc)
-    NAPI_CHECK(env, napi_typeof(env, argv[index], &type));
-  if (type != napi_number) {
-    snprintf(message, sizeof(message), "%s must be a number", name);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
-    return false;
-  }
-  double value;
-  NAPI_CHECK(env, napi_get_value_double(env, argv[index], &value));
-  if (!isfinite(value) || trunc(value) != value || value < min ||
-      value > max) {
-    snprintf(message, sizeof(message), "%s must be an integer in [%.0f, %.0f]",
-             name, min, max);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
-    return false;
-  }
-  *out = (int64_t)value;
-  return true;
-}
-
-static bool get_fd(napi_env env, napi_value *argv, size_t argc, int *fd) {
-  int64_t value;
-  if (!get_integer(env, argv, argc, 0, "fd", 0, 2147483647.0, &value))
-    return false;
-  *fd = (int)value;
-  return true;
-}
 
 /* Reads a lock type name; `allow_unlock` admits "unlock". */
 static bool get_lock_type(napi_env env, napi_value *argv, size_t argc,
@@ -745,5 +591,6 @@ NAPI_MODULE_INIT() {
   NAPI_CALL(env, napi_define_properties(
                      env, exports, sizeof(functions) / sizeof(functions[0]),
                      functions));
+  NAPI_CALL(env, register_fd_watch(env, exports));
   return exports;
 }

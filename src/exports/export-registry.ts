@@ -1,11 +1,11 @@
 /**
- * Block exports, GS half: block-export-add/-del, query-block-exports and
- * their deprecated nbd-server-add/-remove forms. An export is a user of its
- * node (a BackendParent on the edge 'root', with the permissions the
- * reference takes), added and removed inside drained sections; its data
- * path lives in the node's I/O context.
+ * Block exports, GS half: block-export-add/-del and query-block-exports for
+ * every export type, and nbd-server-stop's removal of the NBD ones. An
+ * export is a user of its node (a BackendParent on the edge 'root', with the
+ * permissions its type asks for), added and removed inside drained
+ * sections; its data path, run by its type's driver, lives in the node's I/O
+ * context.
  */
-import { ExportBitmaps } from './export-bitmaps';
 import { assertMainLoop } from '../common/thread-context';
 import { log } from '../common/log';
 import { QmpError } from '../qmp/errors';
@@ -14,64 +14,40 @@ import type { BackendParent, BdrvChild, BlockNode } from '../block/global-state/
 import { closeIfUnused } from '../block/global-state/blockdev';
 import { drained } from '../block/global-state/drain';
 import { attachChild, detachChild, requireNode } from '../block/global-state/graph';
-import type { IoContext } from '../block/global-state/io-context';
 import { findIothreadContext } from '../block/global-state/io-contexts';
 import { moveToContext } from '../block/global-state/iothread-move';
-import { PERM } from '../block/common/permissions';
-import * as msg from './nbd/messages';
-import { MAX_STRING } from './nbd/protocol';
-import { nbdServerContext, nbdServerMaxConnections, nbdServerRunning, nbdServerStopListening, setHandoffRouter } from './nbd/server-gs';
+import type { BlockExportOptions, BlockExportType, ExportDriver, ExportHandle, ExportInstance } from './export-driver';
+import { nbdExportDriver, nbdServerAddOptions } from './nbd/nbd-export';
+import { nbdServerRunning, nbdServerStopListening } from './nbd/server-gs';
 
-export interface BlockExportOptions {
-  type: 'nbd';
-  id: string;
-  'node-name': string;
-  'fixed-iothread'?: boolean;
-  iothread?: string;
-  writable?: boolean;
-  writethrough?: boolean;
-  name?: string;
-  description?: string;
-  bitmaps?: Array<string | { node: string; name: string }>;
-  'allocation-depth'?: boolean;
-}
+export type { BlockExportOptions } from './export-driver';
+
+const drivers = new Map<BlockExportType, ExportDriver>([[nbdExportDriver.type, nbdExportDriver]]);
 
 let nextSerial = 1;
 
-class BlockExport implements BackendParent {
+class BlockExport implements BackendParent, ExportHandle {
   readonly kind = 'backend';
   // The reference shows an export's BlockBackend, unnamed, in x-debug-query-block-graph.
   readonly name = '';
   readonly graphType = 'block-backend';
   readonly serial = nextSerial++;
   edge: BdrvChild | undefined;
+  instance: ExportInstance | undefined;
   shuttingDown = false;
-  /** The dirty bitmaps it offers, busy until it goes. */
-  bitmaps: ExportBitmaps | undefined;
   constructor(
     readonly id: string,
+    readonly type: BlockExportType,
     private readonly openedOn: BlockNode,
-    readonly entry: msg.NbdExportEntry,
   ) {}
 
-  /** The node served: the edge's child, which an overlay may have replaced since. */
   get node(): BlockNode {
     return this.edge?.child ?? this.openedOn;
-  }
-
-  /** The contexts that must know the export: where it negotiates and where it is served. */
-  contexts(): IoContext[] {
-    const out = new Set<IoContext>([this.node.ctx]);
-    const server = nbdServerContext();
-    if (server) out.add(server);
-    return [...out];
   }
 }
 
 /** Oldest first. */
 const registry: BlockExport[] = [];
-
-setHandoffRouter((state) => registry.find((e) => e.entry.name === state.exportName && !e.shuttingDown)?.node.ctx);
 
 /** QEMU's id_wellformed(). */
 function wellFormed(id: string): boolean {
@@ -97,49 +73,23 @@ export async function blockExportAdd(opts: BlockExportOptions): Promise<void> {
   assertMainLoop();
   if (!wellFormed(opts.id)) throw QmpError.generic('Invalid block export id');
   if (findExport(opts.id)) throw QmpError.generic(`Block export id '${opts.id}' is already in use`);
+  const driver = drivers.get(opts.type);
+  if (!driver) throw QmpError.generic('No driver found for the requested export type');
   const node = requireNode(opts['node-name']);
   if (opts.iothread !== undefined) await placeInIothread(node, opts.iothread, opts['fixed-iothread'] === true);
-  const writable = opts.writable === true;
+  if (opts.writable === true && node.readOnly) throw QmpError.generic('Cannot export read-only node as writable');
 
-  if (writable && node.readOnly) throw QmpError.generic('Cannot export read-only node as writable');
-
-  if (!nbdServerRunning()) throw QmpError.generic('NBD server not running');
-  const name = opts.name ?? node.name;
-  if (Buffer.byteLength(name) > MAX_STRING) throw QmpError.generic(`export name '${name}' too long`);
-  const description = opts.description ?? '';
-  if (Buffer.byteLength(description) > MAX_STRING) throw QmpError.generic(`description '${description}' too long`);
-  if (registry.some((e) => e.entry.name === name && !e.shuttingDown)) throw QmpError.generic(`NBD server already has export named '${name}'`);
-  const bitmaps = ExportBitmaps.resolve(node, opts.bitmaps ?? [], writable);
-
-  const entry: msg.NbdExportEntry = {
-    id: opts.id,
-    name,
-    description,
-    nodeName: node.name,
-    home: node.ctx.name,
-    writable,
-    writethrough: opts.writethrough === true,
-    allocationDepth: opts['allocation-depth'] === true,
-    multiConn: nbdServerMaxConnections() !== 1,
-    size: node.length,
-    minBlock: node.requestAlignment,
-    maxTransfer: node.maxTransfer,
-    bitmaps: bitmaps.entries,
-  };
-  const exp = new BlockExport(opts.id, node, entry);
-  exp.bitmaps = bitmaps;
-  const perm = PERM.CONSISTENT_READ | (writable ? PERM.WRITE : 0);
-  const shared = PERM.CONSISTENT_READ | PERM.WRITE | PERM.WRITE_UNCHANGED;
+  const exp = new BlockExport(opts.id, opts.type, node);
+  const plan = driver.prepare(opts, exp);
   await drained([node], () => {
-    exp.edge = attachChild(exp, node, 'root', { perm, shared });
+    exp.edge = attachChild(exp, node, 'root', { perm: plan.perm, shared: plan.shared });
   });
   try {
-    for (const ctx of exp.contexts()) await ctx.channel.request(msg.nbdExportAdd, entry);
+    exp.instance = await plan.start();
   } catch (err) {
     await releaseNode(exp);
     throw err;
   }
-  bitmaps.hold();
   registry.push(exp);
 }
 
@@ -153,21 +103,14 @@ async function releaseNode(exp: BlockExport): Promise<void> {
   await closeIfUnused(node);
 }
 
-/** Forgets the export everywhere, drops its clients, lets go of the node, and announces it. */
+/** Stops the data path, lets go of the node, forgets the export, and announces it. */
 async function removeExport(exp: BlockExport): Promise<void> {
   exp.shuttingDown = true;
-  for (const ctx of exp.contexts()) {
-    await ctx.channel.request(msg.nbdExportRemove, { name: exp.entry.name }).catch((err: Error) => log.error({ export: exp.id, err: err.message }, 'export removal failed'));
-  }
+  await exp.instance?.remove().catch((err: Error) => log.error({ export: exp.id, err: err.message }, 'export removal failed'));
   await releaseNode(exp);
-  exp.bitmaps?.release();
   const i = registry.indexOf(exp);
   if (i >= 0) registry.splice(i, 1);
   emitEvent('BLOCK_EXPORT_DELETED', { id: exp.id });
-}
-
-async function clientsOf(exp: BlockExport): Promise<number> {
-  return exp.node.ctx.channel.request(msg.nbdExportClients, { name: exp.entry.name }).catch(() => 0);
 }
 
 export async function blockExportDel(id: string, mode: 'safe' | 'hard' = 'safe'): Promise<void> {
@@ -175,7 +118,7 @@ export async function blockExportDel(id: string, mode: 'safe' | 'hard' = 'safe')
   const exp = findExport(id);
   if (!exp) throw QmpError.generic(`Export '${id}' is not found`);
   if (exp.shuttingDown) throw QmpError.generic(`Export '${id}' is already shutting down`);
-  const clients = await clientsOf(exp);
+  const clients = (await exp.instance?.clients()) ?? 0;
   if (mode === 'safe' && clients > 0) throw QmpError.generic(`export '${id}' still in use`);
   if (clients > 0) {
     // As in the reference, the command returns at once and the event follows once the clients are gone.
@@ -186,33 +129,31 @@ export async function blockExportDel(id: string, mode: 'safe' | 'hard' = 'safe')
   await removeExport(exp);
 }
 
-/** nbd-server-add: block-export-add with the old argument names; a read-only node is quietly exported read-only. */
+/** nbd-server-add: block-export-add with the old argument names. */
 export async function nbdServerAdd(args: { device: string; name?: string; description?: string; writable?: boolean; bitmap?: string }): Promise<void> {
   assertMainLoop();
-  const name = args.name ?? args.device;
-  let writable = args.writable;
+  await blockExportAdd(nbdServerAddOptions(args, findNodeReadOnly(args.device)));
+}
+
+/** Undefined for a missing node: blockExportAdd reports it. */
+function findNodeReadOnly(name: string): boolean | undefined {
   try {
-    if (requireNode(args.device).readOnly) writable = false;
+    return requireNode(name).readOnly;
   } catch {
-    // blockExportAdd reports the missing node.
+    return undefined;
   }
-  const opts: BlockExportOptions = { type: 'nbd', id: name, 'node-name': args.device, name };
-  if (writable !== undefined) opts.writable = writable;
-  if (args.description !== undefined) opts.description = args.description;
-  if (args.bitmap !== undefined) opts.bitmaps = [args.bitmap];
-  await blockExportAdd(opts);
 }
 
 export function queryBlockExports(): Array<Record<string, unknown>> {
   assertMainLoop();
-  return [...registry].reverse().map((e) => ({ id: e.id, type: 'nbd', 'node-name': e.node.name, 'shutting-down': e.shuttingDown }));
+  return [...registry].reverse().map((e) => ({ id: e.id, type: e.type, 'node-name': e.node.name, 'shutting-down': e.shuttingDown }));
 }
 
 /** nbd-server-stop: every NBD export goes (oldest first), then the listener. */
 export async function nbdServerStop(): Promise<void> {
   assertMainLoop();
   if (!nbdServerRunning()) throw QmpError.generic('NBD server not running');
-  for (const exp of [...registry]) if (!exp.shuttingDown) await removeExport(exp);
+  for (const exp of [...registry]) if (exp.type === 'nbd' && !exp.shuttingDown) await removeExport(exp);
   await nbdServerStopListening();
 }
 

@@ -133,7 +133,7 @@ export function isNotSupportedError(err: unknown): boolean {
 
 // ---- fallback -------------------------------------------------------------
 
-function notSupported(what: string): NativeError {
+export function notSupported(what: string): NativeError {
   const err = new Error(`ENOTSUP: operation not supported, ${what} (native addon not loaded)`) as NativeError;
   err.code = 'ENOTSUP';
   err.errno = -ENOTSUP_ERRNO;
@@ -368,14 +368,17 @@ export const {
   writeNowait,
 } = native;
 
-type DupFd = (fd: number) => number;
-
-function loadDupFd(): DupFd | undefined {
-  const fn = 'raw' in loaded ? loaded.raw.dupFd : undefined;
-  return typeof fn === 'function' ? (fn as DupFd) : undefined;
+/**
+ * A function of the loaded addon that not every build has: the calls for
+ * one feature (exports over FUSE or vhost-user, say) are looked up by the
+ * module that wraps them, and undefined when the addon is off or older.
+ */
+export function optionalAddonFunction<F extends (...args: never[]) => unknown>(name: string): F | undefined {
+  const fn = 'raw' in loaded ? loaded.raw[name] : undefined;
+  return typeof fn === 'function' ? (fn as F) : undefined;
 }
 
-const addonDupFd = loadDupFd();
+const addonDupFd = optionalAddonFunction<(fd: number) => number>('dupFd');
 
 /** True when dupFd works (the addon is loaded and has it). */
 export const dupFdAvailable: boolean = addonDupFd !== undefined;
