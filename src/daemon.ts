@@ -49,6 +49,9 @@ export class Daemon {
   private readonly chardevs = new Map<string, Chardev>();
   private pidfile: string | undefined;
   private quitting = false;
+  private markStarted!: () => void;
+  /** Monitors wait for this before they greet anyone. */
+  private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
 
   constructor() {
     assertMainLoop();
@@ -167,7 +170,7 @@ export class Daemon {
     if (!chardev) throw new Error(`chardev "${chardevId}" not found`);
     if (opts.mode !== undefined && opts.mode !== 'control') throw new Error(`Only QMP is supported`);
     const pretty = opts.pretty !== undefined && (opts.pretty === true || keyvalTyping.bool(String(opts.pretty), 'pretty'));
-    chardev.attach((transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: ['oob'] }) }));
+    chardev.attach((transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: ['oob'] }), started: this.started }));
   }
 
   /** With no command line at all: a monitor on a private UNIX socket, so `qbd` alone is useful. */
@@ -182,10 +185,14 @@ export class Daemon {
     return sock;
   }
 
-  /** Written once every socket listens; holds our pid and a trailing newline, as QEMU's does. */
-  writePidfile(): void {
-    if (!this.pidfile) return;
-    fs.writeFileSync(this.pidfile, `${process.pid}\n`);
+  /**
+   * The command line is applied: writes the pidfile (our pid and a trailing
+   * newline, as QEMU's) and lets the monitors serve.
+   */
+  startupDone(): void {
+    assertMainLoop();
+    if (this.pidfile) fs.writeFileSync(this.pidfile, `${process.pid}\n`);
+    this.markStarted();
   }
 
   /** quit, SIGTERM, SIGINT, SIGHUP: flush and close every node, then exit 0. */

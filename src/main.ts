@@ -79,7 +79,7 @@ async function start(parsed: ParsedCommandLine, isChild: boolean): Promise<void>
       const sock = await daemon.addDefaultMonitor();
       process.stderr.write(`qbd: QMP monitor listening on ${sock}\n`);
     }
-    daemon.writePidfile();
+    daemon.startupDone();
     report({ ready: true });
   } catch (err) {
     const message = err instanceof StartupError ? err.message : `qbd: ${(err as Error).message}`;

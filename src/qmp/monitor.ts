@@ -18,6 +18,12 @@ const MAX_QUEUED = 8;
 export interface MonitorOptions {
   pretty: boolean;
   greeting: () => unknown;
+  /**
+   * Settles once the daemon has applied its whole command line: a client
+   * that connects earlier is greeted and answered only then, as QEMU's
+   * monitors run only once start-up is over.
+   */
+  started: Promise<void>;
 }
 
 type Pending = { kind: 'value'; value: unknown } | { kind: 'error'; message: string };
@@ -38,11 +44,19 @@ export class MonitorSession implements EventSink {
   ) {
     assertMainLoop();
     this.reader = new JsonStreamReader((ev) => this.enqueue(ev.kind === 'value' ? { kind: 'value', value: ev.value } : { kind: 'error', message: ev.message }));
-    transport.onData((chunk) => this.reader.push(chunk));
+    // Until start-up is over, what the client sends waits here.
+    let early: Uint8Array[] | undefined = [];
+    transport.onData((chunk) => (early ? early.push(chunk) : this.reader.push(chunk)));
     transport.onClose(() => this.onClose());
-    addEventSink(this);
-    this.write({ QMP: this.options.greeting() });
     log.debug({ peer: transport.peer }, 'monitor connected');
+    void options.started.then(() => {
+      if (this.closed) return;
+      addEventSink(this);
+      this.write({ QMP: this.options.greeting() });
+      const pending = early!;
+      early = undefined;
+      for (const chunk of pending) this.reader.push(chunk);
+    });
   }
 
   /** Called by qmp_capabilities. */
