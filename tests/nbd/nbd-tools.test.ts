@@ -5,6 +5,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolAvailable } from '../helpers/tools';
@@ -59,6 +60,42 @@ describe.skipIf(!toolAvailable('nbdinfo') || !toolAvailable('qemu-storage-daemon
       nbdinfoJson(theirs, ['--map=qemu:allocation-depth', theirs.uri('ro')]),
     ]);
     expect(a).toEqual(b);
+  });
+});
+
+describe.skipIf(!toolAvailable('nbdinfo') || !toolAvailable('qemu-storage-daemon') || !toolAvailable('qemu-img'))('qemu:allocation-depth over a backing chain', () => {
+  let ours: NbdDaemon;
+  let theirs: NbdDaemon;
+  let images: string;
+  beforeAll(async () => {
+    // base ← mid ← top, each with 64 KiB of its own: at 0, 1 MiB and 2 MiB.
+    images = fs.mkdtempSync(path.join(os.tmpdir(), 'qbd-depth-'));
+    let backing: string | undefined;
+    for (const [i, name] of ['base', 'mid', 'top'].entries()) {
+      const file = path.join(images, `${name}.qcow2`);
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', ...(backing ? ['-b', backing, '-F', 'qcow2'] : []), file, '4M']);
+      await run('qemu-io', ['-f', 'qcow2', '-c', `write -P ${i + 1} ${i}M 64k`, file]);
+      backing = file;
+    }
+    const opts = {
+      before: ['--blockdev', `driver=file,node-name=top-file,read-only=on,filename=${backing}`, '--blockdev', 'driver=qcow2,node-name=top,read-only=on,file=top-file'],
+      exports: ['type=nbd,id=e0,node-name=top,name=chain,allocation-depth=on'],
+    };
+    [ours, theirs] = await Promise.all([startNbdDaemon('qbd', opts), startNbdDaemon('qsd', opts)]);
+  }, 30_000);
+  afterAll(async () => {
+    await Promise.all([ours?.stop(), theirs?.stop()]);
+    if (images) fs.rmSync(images, { recursive: true, force: true });
+  });
+
+  it('reports the depth of the layer that holds the data, as the reference does', async () => {
+    const [a, b] = await Promise.all([
+      nbdinfoJson(ours, ['--map=qemu:allocation-depth', ours.uri('chain')]),
+      nbdinfoJson(theirs, ['--map=qemu:allocation-depth', theirs.uri('chain')]),
+    ]);
+    expect(a).toEqual(b);
+    const depthAt = (offset: number) => (a as Array<{ offset: number; length: number; type: number }>).find((e) => e.offset <= offset && offset < e.offset + e.length)?.type;
+    expect([depthAt(0), depthAt(1 << 20), depthAt(2 << 20), depthAt(3 << 20)]).toEqual([3, 2, 1, 0]);
   });
 });
 

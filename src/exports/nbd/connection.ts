@@ -456,7 +456,7 @@ export class TransmissionConnection {
         if (name === META_BASE_ALLOCATION) {
           flags = (st.status & STATUS.DATA ? 0 : STATE_HOLE) | (st.status & STATUS.ZERO ? STATE_ZERO : 0);
         } else if (name === META_ALLOCATION_DEPTH) {
-          flags = st.status & STATUS.ALLOCATED ? (st.depth ?? 1) : 0;
+          flags = st.depth ?? (st.status & STATUS.ALLOCATED ? 1 : 0);
         } else {
           flags = 0;
         }
