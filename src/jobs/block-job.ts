@@ -31,6 +31,13 @@ export interface BlockJobKind {
   complete?(bj: BlockJob): void;
   /** Whether a cancel with this `force` is hard (mirror: soft after READY unless forced). */
   hardCancel?(bj: BlockJob, force: boolean): boolean;
+  /**
+   * Shown as paused while it waits to be finalized: QEMU's mirror keeps its
+   * source drained from its last pass until then, which counts as a pause.
+   * qbd's mirror keeps copying writes until its final copy at finalize, but
+   * reports the job as the reference does.
+   */
+  pausedUntilFinalized?: boolean;
 }
 
 const blockJobs = new Map<string, BlockJob>();
@@ -201,7 +208,7 @@ export class BlockJob {
       len: job.progressTotal,
       offset: job.progressCurrent,
       busy: !job.paused && this.control.busy && (job.status === 'running' || job.status === 'ready'),
-      paused: job.paused,
+      paused: job.paused || (this.kind.pausedUntilFinalized === true && (job.status === 'pending' || job.status === 'waiting')),
       speed: this.speed,
       'io-status': this.ioStatus,
       ready: job.isReady,

@@ -111,6 +111,7 @@ export async function startMirror(args: MirrorArgs, facts: MirrorTargetFacts = {
         pivot = true;
       },
       hardCancel: (b, force) => force || !b.job.isReady,
+      pausedUntilFinalized: true,
       async commit(b) {
         // A soft cancel after READY ends as completed, without the pivot.
         await finish(b, pivot && !b.job.cancelled);

@@ -135,6 +135,28 @@ describe.skipIf(!haveTools)('block jobs against qemu-storage-daemon 7.2', () => 
     expect(r.qbd.t.events).toEqual(r.qsd.t.events);
   });
 
+  it('mirror: without auto-finalize, completed or soft-cancelled after READY, it waits in pending as the reference shows it', async () => {
+    const r = await both(threeImages, async ({ t, dir }) => {
+      for (const [id, end] of [['m2', 'job-complete'], ['m3', 'block-job-cancel']] as const) {
+        await t.run('blockdev-mirror', { 'job-id': id, device: 'src', target: 'dst', sync: 'full', 'auto-finalize': false, 'auto-dismiss': false });
+        await t.until('BLOCK_JOB_READY');
+        await t.run('query-block-jobs');
+        await t.run(end, end === 'job-complete' ? { id } : { device: id });
+        await t.until('BLOCK_JOB_PENDING');
+        await t.run('query-block-jobs');
+        await t.run('query-jobs');
+        await t.run('block-job-resume', { device: id });
+        await t.run('job-finalize', { id });
+        await t.until('BLOCK_JOB_COMPLETED');
+        await t.run('query-block-jobs');
+        await t.run('job-dismiss', { id });
+      }
+      expect(compare(path.join(dir, 'src.raw'), path.join(dir, 'dst.raw'))).toBe(true);
+    });
+    expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
+    expect(r.qbd.t.events).toEqual(r.qsd.t.events);
+  });
+
   it('backup: without auto-finalize it waits in pending (BLOCK_JOB_PENDING); cancel there, then dismiss', async () => {
     const r = await both(threeImages, async ({ t }) => {
       await t.run('blockdev-backup', { 'job-id': 'b2', device: 'src', target: 'dst', sync: 'full', 'auto-finalize': false, 'auto-dismiss': false });
