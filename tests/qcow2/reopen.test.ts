@@ -42,9 +42,10 @@ describe.skipIf(!haveTools)('blockdev-reopen, beside qemu-storage-daemon', () =>
   it('gives the reference errors, switches read-only and backing children as it does', async () => {
     const results: Json[] = [];
     for (const flavour of ['qbd', 'qsd'] as const) {
-      for (const f of ['base.qcow2', 'top.qcow2', 'other.qcow2']) fs.rmSync(img(f), { force: true });
+      for (const f of ['base.qcow2', 'top.qcow2', 'other.qcow2', 'lone.qcow2']) fs.rmSync(img(f), { force: true });
       qemuImg('create', '-f', 'qcow2', img('base.qcow2'), '1M');
       qemuImg('create', '-f', 'qcow2', '-b', img('base.qcow2'), '-F', 'qcow2', img('top.qcow2'), '1M');
+      qemuImg('create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', img('lone.qcow2'), '1M');
       qemuImg('create', '-f', 'qcow2', img('other.qcow2'), '1M');
       const d = await startDaemon(flavour, [], { dir: tempDir(`qbd-reopen-${flavour}-`) });
       const out: Json[] = [];
@@ -58,6 +59,8 @@ describe.skipIf(!haveTools)('blockdev-reopen, beside qemu-storage-daemon', () =>
         await run('blockdev-add', { driver: 'qcow2', 'node-name': 'base', file: file('base.qcow2') });
         await run('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: file('top.qcow2', { 'node-name': 'topf' }), backing: 'base' });
         await run('blockdev-add', { driver: 'qcow2', 'node-name': 'other', file: file('other.qcow2') });
+        // "" is the deprecated spelling of null.
+        await run('blockdev-add', { driver: 'qcow2', 'node-name': 'lone', file: file('lone.qcow2'), backing: '' });
         await reopen({ driver: 'qcow2', 'node-name': 'top', file: 'topf', backing: 'base', 'read-only': true });
         out.push({ topReadable: othersCanRead('top.qcow2') });
         await reopen({ driver: 'qcow2', file: 'topf' });
@@ -72,6 +75,8 @@ describe.skipIf(!haveTools)('blockdev-reopen, beside qemu-storage-daemon', () =>
         await run('query-named-block-nodes');
         out.push({ topReadable: othersCanRead('top.qcow2') });
         await reopen({ driver: 'qcow2', 'node-name': 'top', file: 'topf', backing: null });
+        // No backing_file without a backing node; the image's record still shows, made absolute.
+        await run('query-named-block-nodes', { flat: true });
         await reopen({ driver: 'qcow2', 'node-name': 'top', file: 'topf', backing: 'other' });
         await run('query-named-block-nodes');
         await reopen({ driver: 'qcow2', 'node-name': 'base', file: 'nope' });

@@ -24,6 +24,9 @@ export function nodeFilename(node: BlockNode): string {
   const hasStrong = node.driver.strongOptions.some((k) => node.options[k] !== undefined);
   // A backing node that is the one the image records does not change what the node's name is.
   const defining = node.children.filter((c) => !(c.role === 'backing' && !backingOverridden(node, c.child)));
+  // Opened or reopened with `backing: null` over an image that records one: that choice is part of the name.
+  const backingDropped = !node.child('backing') && node.driver.imageInfo?.(node)?.backingFilename !== undefined;
+  if (backingDropped) return `json:${toQmpJson({ backing: null, ...fullOptions(node) })}`;
   if (file && defining.length === 1 && !hasStrong) {
     // Only a plain file name passes through; a child described by options makes the parent's json: too.
     const inner = nodeFilename(file);
@@ -43,11 +46,12 @@ function backingOverridden(node: BlockNode, backing: BlockNode): boolean {
 }
 
 /** A backing file name as the image records it, made absolute against the image's directory. */
-function resolveRecorded(node: BlockNode, recorded: string): string {
+function resolveRecorded(node: BlockNode, recorded: string): string | undefined {
+  if (path.isAbsolute(recorded) || /^[a-z+]+:/.test(recorded)) return recorded;
   const file = node.child('file');
-  if (path.isAbsolute(recorded) || /^[a-z+]+:/.test(recorded) || !file) return recorded;
-  const own = file.driver.plainFilename?.(file);
-  return own === undefined ? recorded : path.join(path.dirname(own), recorded);
+  // Relative to an image with no directory of its own (over NBD, say): QEMU cannot tell either.
+  const own = file && file.driver.plainFilename?.(file);
+  return own === undefined ? undefined : path.join(path.dirname(own), recorded);
 }
 
 /** The options that define a node's content, children inlined. */
@@ -95,13 +99,13 @@ function imageInfo(node: BlockNode, flat: boolean): Record<string, unknown> {
   if (hasDriverInfo(infoNode)) image['dirty-flag'] = info?.dirtyFlag ?? false;
   const specific = node.driver.formatSpecific?.(node);
   if (specific) image['format-specific'] = specific;
-  const backing = node.child('backing');
   // ImageInfo shows only the name the image records; an overlay given its backing node at run time has none.
   const backingName = facts?.backingFilename;
   if (backingName !== undefined) {
     image['backing-filename'] = backingName;
-    // The recorded name made absolute, whichever node is attached now.
-    if (backing) image['full-backing-filename'] = resolveRecorded(node, backingName);
+    // The recorded name made absolute, whichever node is attached now, if any.
+    const full = resolveRecorded(node, backingName);
+    if (full !== undefined) image['full-backing-filename'] = full;
     if (facts?.backingFormat !== undefined) image['backing-filename-format'] = facts.backingFormat;
   }
   if (facts?.snapshots?.length) image.snapshots = facts.snapshots;
@@ -111,14 +115,14 @@ function imageInfo(node: BlockNode, flat: boolean): Record<string, unknown> {
 }
 
 /**
- * The backing file name BlockDeviceInfo shows: the attached backing node's,
- * else the image's own record. Filters (mirror_top, commit_top…) record
- * none, even above a backing child.
+ * The backing file name BlockDeviceInfo shows: the attached backing node's;
+ * none without one (`backing: null`), whatever the image records. Filters
+ * (mirror_top, commit_top…) show none, even above a backing child.
  */
 function backingFileName(node: BlockNode): string | undefined {
   if (node.driver.descriptor.kind === 'filter') return undefined;
   const backing = node.child('backing');
-  return backing ? nodeFilename(backing) : node.driver.imageInfo?.(node)?.backingFilename;
+  return backing ? nodeFilename(backing) : undefined;
 }
 
 function backingDepth(node: BlockNode): number {

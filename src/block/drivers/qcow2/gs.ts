@@ -4,6 +4,7 @@
  * it has one), opens the backing chain, and answers queries. The tables are
  * loaded by the I/O half on first use.
  */
+import { log } from '../../../common/log';
 import { probeFormat } from '../../global-state/probe-format';
 import * as path from 'node:path';
 import type { GsDriver, ImageFacts, OpenContext } from '../../global-state/driver-gs';
@@ -109,6 +110,11 @@ async function openBacking(ctx: OpenContext, options: Record<string, unknown>, f
 }
 
 async function openBackingChild(ctx: OpenContext, options: Record<string, unknown>, file: BlockNode, st: Qcow2State): Promise<void> {
+  if (options.backing === '') {
+    // QEMU's older spelling of null (the only way to say it on a key=value command line once).
+    log.warn({ node: options['node-name'] }, 'Use of "backing": "" is deprecated; use "backing": null instead');
+    options.backing = null;
+  }
   if (options.backing === null) return;
   if (options.backing === undefined) {
     if (st.backingFilename === undefined) return;
