@@ -7,11 +7,12 @@
 import { notificationType, requestType } from '../../common/channel';
 import type { BlockStatus, WriteFlags, ZeroFlags } from './io-types';
 import type { ChildLink, IoNodeDescriptor } from './node-descriptor';
+import type { NodeStatsReport } from './node-stats';
 import type { SharedDirtyBitmapState } from './shared-dirty-bitmap';
 
 export const attachNode = requestType<IoNodeDescriptor, void>('node.attach');
-/** Flushes and drops the I/O half (metadata caches are written back first). */
-export const detachNode = requestType<{ nodeName: string }, void>('node.detach');
+/** Flushes and drops the I/O half (metadata caches are written back first); answers the node's final counters. */
+export const detachNode = requestType<{ nodeName: string }, NodeStatsReport>('node.detach');
 export const setChildren = requestType<{ nodeName: string; children: ChildLink[] }, void>('node.set-children');
 /** Hands the users that entered the graph at node `from` (exports) over to node `to`. */
 export const replaceBackendRoot = requestType<{ from: string; to: string }, void>('node.replace-backend-root');
@@ -22,6 +23,8 @@ export const updateNode = requestType<{ nodeName: string; length?: number; readO
 export const storeBitmaps = requestType<{ nodeName: string }, void>('node.store-bitmaps');
 /** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */
 export const setDirtyBitmaps = requestType<{ nodeName: string; bitmaps: SharedDirtyBitmapState[] }, void>('node.set-dirty-bitmaps');
+/** The I/O counters of every node in the context (query-blockstats). */
+export const nodeStats = requestType<void, NodeStatsReport[]>('context.node-stats');
 
 /**
  * Stops new requests entering the given nodes (and their parents) and waits

@@ -3,6 +3,7 @@
  * driver's GS `open`, sent across the thread boundary, and enough to build
  * the I/O half again when the node moves to another I/O context.
  */
+import type { NodeStatsReport } from './node-stats';
 import type { SharedDirtyBitmapState } from './shared-dirty-bitmap';
 
 export interface ChildLink {
@@ -31,4 +32,6 @@ export interface IoNodeDescriptor {
   dirtyBitmaps?: SharedDirtyBitmapState[];
   /** block-set-write-threshold's value (0: none); kept when the node moves to another I/O context. */
   writeThreshold?: number;
+  /** The I/O counters the node had in its former context, when it moves to another. */
+  stats?: NodeStatsReport;
 }

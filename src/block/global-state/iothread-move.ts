@@ -7,6 +7,7 @@
 import { assertMainLoop } from '../../common/thread-context';
 import { QmpError } from '../../qmp/errors';
 import * as proto from '../common/io-context-protocol';
+import type { NodeStatsReport } from '../common/node-stats';
 import type { BlockNode } from './block-node';
 import { descriptorOf } from './blockdev';
 import { drainedBegin, drainedEnd } from './drain';
@@ -49,15 +50,17 @@ export async function moveToContext(node: BlockNode, target: IoContext, force: b
   if (group.every((n) => n.ctx === target)) return;
   const order = bottomUp(group);
   const token = await drainedBegin(group);
+  // The I/O counters (query-blockstats) belong to the node, not to the context: they move with it.
+  const stats = new Map<BlockNode, NodeStatsReport>();
   try {
     for (const n of [...order].reverse()) {
-      await n.ctx.channel.request(proto.detachNode, { nodeName: n.name });
+      stats.set(n, await n.ctx.channel.request(proto.detachNode, { nodeName: n.name }));
       n.ctx.nodes.delete(n.name);
       n.attached = false;
     }
     for (const n of order) {
       n.ctx = target;
-      await target.channel.request(proto.attachNode, descriptorOf(n));
+      await target.channel.request(proto.attachNode, { ...descriptorOf(n), stats: stats.get(n) });
       n.attached = true;
       target.nodes.add(n.name);
     }

@@ -4,9 +4,10 @@
  * while its root node is drained.
  */
 import type { BlockStatus, WriteFlags, ZeroFlags } from '../common/io-types';
+import type { AcctKind } from '../common/node-stats';
 import { waitWhileQuiesced } from './drain';
 import type { IoNode } from './io-node';
-import { blockStatusNode, discardNode, flushNode, readNode, writeNode, writeZeroesNode } from './request';
+import { blockStatusNode, countInvalidRequest, discardNode, flushNode, readNode, writeNode, writeZeroesNode } from './request';
 
 /** The backends of each root, so that a graph change can hand them to the node that replaced it. */
 const backendsByRoot = new WeakMap<IoNode, Set<WeakRef<IoBackend>>>();
@@ -57,6 +58,11 @@ export class IoBackend {
   flush(): Promise<void> {
     const held = waitWhileQuiesced(this.root);
     return held ? held.then(() => this.flush()) : flushNode(this.root);
+  }
+
+  /** A request its user refused before sending it (past the end, on a read-only export): counted on the root node. */
+  countInvalid(kind: AcctKind): void {
+    countInvalidRequest(this.root, kind);
   }
 
   blockStatus(offset: number, bytes: number): Promise<BlockStatus> {

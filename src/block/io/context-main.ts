@@ -16,6 +16,7 @@ import { contextServices, type IoContextRuntime } from './context-services';
 import { setDirtyBitmaps } from './dirty-tracking';
 import { drainBegin, drainEnd } from './drain';
 import { IoGraph } from './io-graph';
+import { nodeStatsReport } from './node-stats';
 import { blockStatusNode, discardNode, flushNode, readNode, truncateNode, writeNode, writeZeroesNode } from './request';
 
 async function serveNodeRequest(graph: IoGraph, { nodeName, request: r }: { nodeName: string; request: proto.NodeRequest }): Promise<proto.NodeRequestResult | Transfer<proto.NodeRequestResult>> {
@@ -86,6 +87,7 @@ function main(): void {
     const node = graph.get(nodeName);
     await node.driver.storeBitmaps?.(node);
   });
+  channel.onRequest(proto.nodeStats, () => [...graph.nodes.values()].map(nodeStatsReport));
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));
   channel.onRequest(proto.drainEnd, ({ section }) => drainEnd(section));
   channel.onRequest(proto.nodeRequest, (params) => serveNodeRequest(graph, params));

@@ -33,6 +33,12 @@ export interface IoDriver<S = unknown> {
   blockStatus?(node: IoNode<S>, offset: number, bytes: number): Promise<BlockStatus>;
   /** Writes the node's persistent dirty bitmaps to the image (formats that store them). */
   storeBitmaps?(node: IoNode<S>): Promise<void>;
+  /**
+   * Counters of the driver's own, shown as query-blockstats' `driver-specific`
+   * (the file driver's discards); kept in `node.stats.driver` so they move with
+   * the node. Absent: the node shows none.
+   */
+  driverStats?(node: IoNode<S>): Record<string, number>;
   /** Absent: the node cannot be resized. Returns the new length. */
   truncate?(node: IoNode<S>, length: number, exact: boolean, preallocation: string): Promise<number>;
 }

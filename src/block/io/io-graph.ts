@@ -4,9 +4,11 @@
  * loop, which sends them inside drained sections.
  */
 import type { ChildLink, IoNodeDescriptor } from '../common/node-descriptor';
+import type { NodeStatsReport } from '../common/node-stats';
 import { setDirtyBitmaps } from './dirty-tracking';
 import { ioDrivers } from './driver-table';
 import { IoNode } from './io-node';
+import { nodeStatsReport } from './node-stats';
 import { flushNode } from './request';
 
 export class IoGraph {
@@ -28,7 +30,8 @@ export class IoGraph {
     this.link(node, desc.children);
   }
 
-  async detach(name: string): Promise<void> {
+  /** Answers the node's counters as they ended, for the context it moves to. */
+  async detach(name: string): Promise<NodeStatsReport> {
     const node = this.get(name);
     if (node.parents.size > 0) throw new Error(`node ${name} still has parents in its I/O context`);
     try {
@@ -38,6 +41,7 @@ export class IoGraph {
       this.unlink(node);
       this.nodes.delete(name);
     }
+    return nodeStatsReport(node);
   }
 
   setChildren(name: string, links: ChildLink[]): void {

@@ -6,6 +6,7 @@
 import type { IoNodeDescriptor } from '../common/node-descriptor';
 import type { SharedDirtyBitmap } from '../common/shared-dirty-bitmap';
 import type { IoDriver } from './driver-io';
+import { NodeIoStats } from './node-stats';
 
 export class IoNode<S = unknown> {
   readonly name: string;
@@ -31,6 +32,8 @@ export class IoNode<S = unknown> {
   idleWaiters: Array<() => void> = [];
   /** The dirty bitmaps writes to this node mark (`dirty-tracking.ts`). */
   dirtyBitmaps: SharedDirtyBitmap[] = [];
+  /** What the request layer counted on this node (query-blockstats). */
+  readonly stats = new NodeIoStats();
 
   constructor(desc: IoNodeDescriptor, driver: IoDriver<S>) {
     this.name = desc.nodeName;
@@ -42,6 +45,7 @@ export class IoNode<S = unknown> {
     this.detectZeroes = desc.detectZeroes;
     this.discardMode = desc.discard;
     this.writeThreshold = desc.writeThreshold ?? 0;
+    if (desc.stats) this.stats.restore(desc.stats);
     this.state = driver.attach(desc);
     this.length = driver.currentLength?.(this.state) ?? desc.length;
   }

@@ -4,11 +4,15 @@
  * made once, so drivers may assume what `driver-io.ts` promises: bounds,
  * alignment (read-modify-write below the node's request alignment), maximum
  * transfer size, and writability. In-flight requests are counted per node so
- * drained sections can wait for them.
+ * drained sections can wait for them, and every read, write, zero, discard
+ * and flush is accounted on the node it reaches (`node-stats.ts`): block
+ * status and truncate are not, as QEMU has no such kind of accounting.
  */
 import { IoError, STATUS, type BlockStatus, type WriteFlags, type ZeroFlags } from '../common/io-types';
+import { ACCT_FLUSH, ACCT_READ, ACCT_UNMAP, ACCT_WRITE, type AcctKind } from '../common/node-stats';
 import { markDirty } from './dirty-tracking';
 import type { IoNode } from './io-node';
+import { acctDone, acctFailed, acctInvalid, acctStart, acctWriteEnd } from './node-stats';
 import { RangeLocks } from './range-locks';
 import { checkWriteThreshold } from './write-threshold';
 import { notifyAfter, notifyBefore, writeNotifiers, type WriteKind, type WriteNotifier } from './write-notifiers';
@@ -36,17 +40,32 @@ function end(node: IoNode): void {
   }
 }
 
-function checkRange(node: IoNode, offset: number, bytes: number): void {
+/** A request refused before it reaches the driver counts as invalid of its kind (none: block status, truncate). */
+function checkRange(node: IoNode, offset: number, bytes: number, kind?: AcctKind): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(bytes) || offset < 0 || bytes < 0) {
+    if (kind !== undefined) acctInvalid(node.stats, kind);
     throw new IoError('EINVAL', `invalid request: offset ${offset}, length ${bytes}`);
   }
   if (offset + bytes > node.length) {
+    if (kind !== undefined) acctInvalid(node.stats, kind);
     throw new IoError('EIO', `request beyond the end of node ${node.name}: offset ${offset}, length ${bytes}, size ${node.length}`);
   }
 }
 
-function checkWritable(node: IoNode): void {
-  if (node.readOnly) throw new IoError('EPERM', `node ${node.name} is read-only`);
+function checkWritable(node: IoNode, kind?: AcctKind): void {
+  if (node.readOnly) {
+    if (kind !== undefined) acctInvalid(node.stats, kind);
+    throw new IoError('EPERM', `node ${node.name} is read-only`);
+  }
+}
+
+/**
+ * For users that check requests themselves before they reach the node (an
+ * export refusing a request past its end): counts one invalid request of
+ * `kind` on `node`, as a device model calls QEMU's block_acct_invalid.
+ */
+export function countInvalidRequest(node: IoNode, kind: AcctKind): void {
+  acctInvalid(node.stats, kind);
 }
 
 function isAligned(node: IoNode, offset: number, bytes: number): boolean {
@@ -84,8 +103,9 @@ export function isZeroBuffer(buf: Uint8Array): boolean {
 }
 
 export async function readNode(node: IoNode, offset: number, buf: Buffer): Promise<void> {
-  checkRange(node, offset, buf.length);
+  checkRange(node, offset, buf.length, ACCT_READ);
   if (buf.length === 0) return;
+  const t0 = acctStart();
   begin(node);
   try {
     if (isAligned(node, offset, buf.length)) {
@@ -95,9 +115,13 @@ export async function readNode(node: IoNode, offset: number, buf: Buffer): Promi
     } else {
       await readUnaligned(node, offset, buf);
     }
+  } catch (err) {
+    acctFailed(node.stats, ACCT_READ, t0);
+    throw err;
   } finally {
     end(node);
   }
+  acctDone(node.stats, ACCT_READ, buf.length, t0);
 }
 
 async function readUnaligned(node: IoNode, offset: number, buf: Buffer): Promise<void> {
@@ -112,15 +136,23 @@ async function readUnaligned(node: IoNode, offset: number, buf: Buffer): Promise
 }
 
 export async function writeNode(node: IoNode, offset: number, buf: Buffer, flags: WriteFlags = {}): Promise<void> {
-  checkWritable(node);
-  checkRange(node, offset, buf.length);
+  checkWritable(node, ACCT_WRITE);
+  checkRange(node, offset, buf.length, ACCT_WRITE);
   if (buf.length === 0) return;
   if (node.detectZeroes !== 'off' && isZeroBuffer(buf)) {
+    // Accounted there, once, as the write it still is.
     return writeZeroesNode(node, offset, buf.length, { ...flags, mayUnmap: node.detectZeroes === 'unmap' && node.discardMode === 'unmap' });
   }
-  const hooks = writeNotifiers(node);
-  if (hooks) return withNotifiers(node, hooks, offset, buf.length, 'write', buf, () => writeData(node, offset, buf, flags));
-  return writeData(node, offset, buf, flags);
+  const t0 = acctStart();
+  try {
+    const hooks = writeNotifiers(node);
+    if (hooks) await withNotifiers(node, hooks, offset, buf.length, 'write', buf, () => writeData(node, offset, buf, flags));
+    else await writeData(node, offset, buf, flags);
+  } catch (err) {
+    acctFailed(node.stats, ACCT_WRITE, t0);
+    throw err;
+  }
+  acctDone(node.stats, ACCT_WRITE, buf.length, t0);
 }
 
 /** Runs a write-like request between the node's write notifiers, all counted in flight. */
@@ -159,6 +191,7 @@ async function writeData(node: IoNode, offset: number, buf: Buffer, flags: Write
     }
   } finally {
     markDirty(node, offset, buf.length);
+    acctWriteEnd(node.stats, offset, buf.length);
     end(node);
   }
 }
@@ -184,13 +217,21 @@ async function readModifyWrite(node: IoNode, offset: number, bytes: number, flag
   }
 }
 
+/** Accounted as a write, as QEMU's device models account write-zeroes. */
 export async function writeZeroesNode(node: IoNode, offset: number, bytes: number, flags: ZeroFlags = {}): Promise<void> {
-  checkWritable(node);
-  checkRange(node, offset, bytes);
+  checkWritable(node, ACCT_WRITE);
+  checkRange(node, offset, bytes, ACCT_WRITE);
   if (bytes === 0) return;
-  const hooks = writeNotifiers(node);
-  if (hooks) return withNotifiers(node, hooks, offset, bytes, 'zero', undefined, () => writeZeroesData(node, offset, bytes, flags));
-  return writeZeroesData(node, offset, bytes, flags);
+  const t0 = acctStart();
+  try {
+    const hooks = writeNotifiers(node);
+    if (hooks) await withNotifiers(node, hooks, offset, bytes, 'zero', undefined, () => writeZeroesData(node, offset, bytes, flags));
+    else await writeZeroesData(node, offset, bytes, flags);
+  } catch (err) {
+    acctFailed(node.stats, ACCT_WRITE, t0);
+    throw err;
+  }
+  acctDone(node.stats, ACCT_WRITE, bytes, t0);
 }
 
 async function writeZeroesData(node: IoNode, offset: number, bytes: number, flags: ZeroFlags): Promise<void> {
@@ -218,6 +259,7 @@ async function writeZeroesData(node: IoNode, offset: number, bytes: number, flag
     await writeZeroBuffers(node, offset, bytes, flags);
   } finally {
     markDirty(node, offset, bytes);
+    acctWriteEnd(node.stats, offset, bytes);
     end(node);
   }
 }
@@ -231,10 +273,23 @@ async function writeZeroBuffers(node: IoNode, offset: number, bytes: number, fla
   await chunked(offset, bytes, max, (off, len) => node.driver.write(node, off, zeroBuffer!.subarray(0, len), flags));
 }
 
+/** Accounted with the bytes asked for, also when the node ignores discards: the request was answered. */
 export async function discardNode(node: IoNode, offset: number, bytes: number): Promise<void> {
-  checkWritable(node);
-  checkRange(node, offset, bytes);
-  if (bytes === 0 || node.discardMode !== 'unmap' || !node.driver.discard) return;
+  checkWritable(node, ACCT_UNMAP);
+  checkRange(node, offset, bytes, ACCT_UNMAP);
+  if (bytes === 0) return;
+  const t0 = acctStart();
+  try {
+    await discardRange(node, offset, bytes);
+  } catch (err) {
+    acctFailed(node.stats, ACCT_UNMAP, t0);
+    throw err;
+  }
+  acctDone(node.stats, ACCT_UNMAP, bytes, t0);
+}
+
+async function discardRange(node: IoNode, offset: number, bytes: number): Promise<void> {
+  if (node.discardMode !== 'unmap' || !node.driver.discard) return;
   // Discard is a hint: shrink to the aligned part rather than read-modify-write.
   // Dirty tracking covers the whole request, as in QEMU, even the parts too small to pass down.
   const a = node.requestAlignment;
@@ -257,6 +312,7 @@ export async function discardNode(node: IoNode, offset: number, bytes: number): 
 }
 
 export async function flushNode(node: IoNode): Promise<void> {
+  const t0 = acctStart();
   begin(node);
   try {
     if (node.driver.flush) {
@@ -264,9 +320,13 @@ export async function flushNode(node: IoNode): Promise<void> {
     } else {
       for (const child of node.children.values()) await flushNode(child);
     }
+  } catch (err) {
+    acctFailed(node.stats, ACCT_FLUSH, t0);
+    throw err;
   } finally {
     end(node);
   }
+  acctDone(node.stats, ACCT_FLUSH, 0, t0);
 }
 
 export async function blockStatusNode(node: IoNode, offset: number, bytes: number): Promise<BlockStatus> {

@@ -7,6 +7,7 @@
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { STATUS } from '../../block/common/io-types';
+import { ACCT_FLUSH, ACCT_READ, ACCT_UNMAP, ACCT_WRITE, type AcctKind } from '../../block/common/node-stats';
 import type { IoBackend } from '../../block/io/backend';
 import { dirtyBitmapExtents } from './bitmap-extents';
 import type { NbdExportEntry, NegotiatedState } from './messages';
@@ -27,6 +28,15 @@ import {
 } from './protocol';
 import { REPLY_HEADROOM, releaseReadBuffer, takeReadBuffer, takeReplyBuffer } from './read-buffers';
 import { NbdFramingError, RequestParser, type NbdRequest } from './request-parser';
+
+/** The kind a request is accounted as on the exported node (query-blockstats); others are not accounted. */
+const ACCT_KIND: Partial<Record<number, AcctKind>> = {
+  [CMD.READ]: ACCT_READ,
+  [CMD.WRITE]: ACCT_WRITE,
+  [CMD.WRITE_ZEROES]: ACCT_WRITE,
+  [CMD.TRIM]: ACCT_UNMAP,
+  [CMD.FLUSH]: ACCT_FLUSH,
+};
 
 /** Requests one connection may have in flight before it stops reading. */
 export const MAX_IN_FLIGHT = 32;
@@ -332,8 +342,15 @@ export class TransmissionConnection {
       setImmediate(() => this.close());
       throw new RequestError(NBD_ERR.ESHUTDOWN, 'the export is shutting down');
     }
-    this.validate(req);
     const backend = this.exp.backend;
+    try {
+      this.validate(req);
+    } catch (err) {
+      // Refused here, it never reaches the node's request layer: count it as the invalid request it is there.
+      const kind = ACCT_KIND[req.type];
+      if (kind !== undefined) backend.countInvalid(kind);
+      throw err;
+    }
     const fua = (req.flags & CMD_FLAG.FUA) !== 0 || this.exp.entry.writethrough;
     switch (req.type) {
       case CMD.READ:

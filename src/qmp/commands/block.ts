@@ -6,6 +6,7 @@ import { findNode } from '../../block/global-state/graph';
 import { findIothreadContext, getDefaultContext } from '../../block/global-state/io-contexts';
 import { moveToContext } from '../../block/global-state/iothread-move';
 import { blockResize } from '../../block/global-state/resize';
+import { queryBlock, queryBlockStats } from '../../block/global-state/block-stats';
 import { debugBlockGraph, queryNamedBlockNodes } from '../../block/global-state/node-info';
 
 export function blockCommands() {
@@ -19,6 +20,8 @@ export function blockCommands() {
       return {};
     }),
     defineCommand<{ flat?: boolean }>('query-named-block-nodes', (args) => queryNamedBlockNodes(args.flat === true)),
+    defineCommand('query-block', () => queryBlock()),
+    defineCommand<{ 'query-nodes'?: boolean }>('query-blockstats', (args) => queryBlockStats(args['query-nodes'] === true)),
     defineCommand<{ device?: string; 'node-name'?: string; size: number }>('block_resize', async (args) => {
       await blockResize(args.device, args['node-name'], args.size);
       return {};

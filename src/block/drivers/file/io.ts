@@ -166,6 +166,18 @@ async function writeFull(node: IoNode<FileState>, offset: number, buf: Buffer): 
   }
 }
 
+/** The discards passed to the system (BlockStatsSpecificFile), in the node's stats so they move with it. */
+interface DiscardCounts extends Record<string, number> {
+  'discard-nb-ok': number;
+  'discard-nb-failed': number;
+  'discard-bytes-ok': number;
+}
+
+function discardCounts(node: IoNode<FileState>): DiscardCounts {
+  node.stats.driver ??= { 'discard-nb-ok': 0, 'discard-nb-failed': 0, 'discard-bytes-ok': 0 };
+  return node.stats.driver as DiscardCounts;
+}
+
 function isUnsupported(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EINVAL' || code === 'ENOSYS';
@@ -228,14 +240,21 @@ export const fileIo: IoDriver<FileState> = {
   async discard(node, offset, bytes) {
     if (!native.nativeAvailable) return;
     const { fd, isBlockDevice } = node.state;
+    const counts = discardCounts(node);
     try {
       if (isBlockDevice) await native.blockDeviceDiscard(fd, offset, bytes);
       else await native.punchHole(fd, offset, bytes);
+      counts['discard-nb-ok']++;
+      counts['discard-bytes-ok'] += bytes;
     } catch (err) {
+      // As in QEMU, a discard the system refused counts as failed, even one it cannot do at all.
+      counts['discard-nb-failed']++;
       // Discard is a hint; a file system that cannot punch holes simply keeps the data.
       if (!isUnsupported(err)) throw ioError(err as NodeJS.ErrnoException, 'discard on', node);
     }
   },
+
+  driverStats: (node) => ({ ...discardCounts(node) }),
 
   async flush(node) {
     try {
