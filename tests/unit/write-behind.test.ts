@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { IoNode } from '../../src/block/io/io-node';
+import { NodeIoStats } from '../../src/block/io/node-stats';
 import { WriteBehind } from '../../src/jobs/io/write-behind';
 
 /** A node whose flushes wait until the test ends them. */
@@ -13,6 +14,7 @@ function fakeTarget(): { node: IoNode; flushes: Array<{ end: (err?: Error) => vo
   const node = {
     inFlight: 0,
     idleWaiters: [] as Array<() => void>,
+    stats: new NodeIoStats(),
     driver: {
       flush: () =>
         new Promise<void>((resolve, reject) => {
