@@ -170,7 +170,30 @@ const RESIZE: Step[] = [
   { send: '{"execute":"query-named-block-nodes"}', exact: true },
 ];
 
-const SCRIPTS: Record<string, Step[]> = { negotiation: NEGOTIATION, oob: OOB, blockdev: BLOCKDEV, objects: OBJECTS, 'busy nodes': BUSY_NODES, resize: RESIZE };
+const CHILD_CHANGE: Step[] = [
+  { send: '{"execute":"qmp_capabilities"}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"$DIR/disk.raw","node-name":"f"}}}' },
+  { send: '{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r","child":"file","node":"n"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"nope","node":"n"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r","node":"nope"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r","child":"nope"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r","child":"file"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"r","node":"n"}}' },
+  { send: '{"execute":"x-blockdev-change","arguments":{"parent":"f","child":"file"}}' },
+  { send: '{"execute":"query-named-block-nodes","arguments":{"flat":true}}', exact: true },
+];
+
+const SCRIPTS: Record<string, Step[]> = {
+  negotiation: NEGOTIATION,
+  oob: OOB,
+  blockdev: BLOCKDEV,
+  objects: OBJECTS,
+  'busy nodes': BUSY_NODES,
+  resize: RESIZE,
+  'child change': CHILD_CHANGE,
+};
 
 describe.skipIf(!toolAvailable('qemu-storage-daemon'))('qbd answers like qemu-storage-daemon', () => {
   const results: Record<string, { ours: unknown[]; theirs: unknown[] }> = {};

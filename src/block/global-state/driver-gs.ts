@@ -6,7 +6,7 @@
 import type { BlockDriverDescriptor } from '../common/driver-descriptor';
 import type { NodeRequest, NodeRequestResult } from '../common/io-context-protocol';
 import type { StoredBitmap } from '../common/shared-dirty-bitmap';
-import type { BlockNode } from './block-node';
+import type { BdrvChild, BlockNode } from './block-node';
 
 /** What `open` may use: its children (already open), and I/O on them. */
 export interface OpenContext {
@@ -67,6 +67,13 @@ export interface GsDriver<S = any> {
    * writable. Errors carry an errno `code`.
    */
   changeBackingFile?(node: BlockNode, name: string | undefined, format: string | undefined): Promise<void>;
+  /**
+   * x-blockdev-change: attaching a node as a new child at run time, and
+   * detaching one, for drivers built of interchangeable children (QEMU's
+   * quorum). The caller has checked the names.
+   */
+  addChild?(node: BlockNode, child: BlockNode): Promise<void>;
+  delChild?(node: BlockNode, child: BdrvChild): Promise<void>;
   /** The file name a query shows, when the node has one of its own (a path, an URI). */
   plainFilename?(node: BlockNode): string | undefined;
   /** The node's length now, when it can change behind the GS half's back (a file a format grew). */

@@ -6,6 +6,7 @@ import { findNode } from '../../block/global-state/graph';
 import { findIothreadContext, getDefaultContext } from '../../block/global-state/io-contexts';
 import { moveToContext } from '../../block/global-state/iothread-move';
 import { blockResize } from '../../block/global-state/resize';
+import { changeChild, type ChildChangeArgs } from '../../block/global-state/child-change';
 import { queryBlock, queryBlockStats } from '../../block/global-state/block-stats';
 import { debugBlockGraph, queryNamedBlockNodes } from '../../block/global-state/node-info';
 
@@ -27,6 +28,10 @@ export function blockCommands() {
       return {};
     }),
     defineCommand('x-debug-query-block-graph', () => debugBlockGraph()),
+    defineCommand<ChildChangeArgs>('x-blockdev-change', async (args) => {
+      await changeChild(args);
+      return {};
+    }),
     defineCommand<{ 'node-name': string; iothread: string | null; force?: boolean }>('x-blockdev-set-iothread', async (args) => {
       const node = findNode(args['node-name']);
       if (!node) throw QmpError.generic(`Failed to find node with node-name='${args['node-name']}'`);
