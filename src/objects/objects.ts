@@ -18,8 +18,10 @@ import { addIothreadContext, findIothreadContext, removeIothreadContext } from '
 import type { AuthzRule, AuthzRules } from '../crypto/authz';
 import type { TlsCredentials } from '../crypto/tls-credentials';
 import { loadPsk, loadX509, type TlsCredsProps } from './tls-creds';
+import { objectsContainer } from '../qom/tree';
+import { objectNode } from './object-node';
 
-interface UserObject {
+export interface UserObject {
   id: string;
   qomType: string;
   props: Record<string, unknown>;
@@ -39,13 +41,26 @@ function checkId(id: string): void {
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) throw QmpError.generic(`Parameter 'id' expects an identifier`);
 }
 
+/** What qom-get shows for an iothread property never set. */
+export const IOTHREAD_DEFAULTS: Readonly<Record<string, number>> = { 'thread-pool-max': 64 };
+
+const INT_MAX = 2147483647n;
+
+/** The thread pool's bounds, checked whenever either changes. */
+export function checkThreadPool(props: Record<string, unknown>): void {
+  const min = BigInt((props['thread-pool-min'] as number | undefined) ?? 0);
+  const max = BigInt((props['thread-pool-max'] as number | undefined) ?? IOTHREAD_DEFAULTS['thread-pool-max']!);
+  if (min > max || max === 0n || min > INT_MAX || max > INT_MAX) throw QmpError.generic('bad thread-pool-min/thread-pool-max values');
+}
+
 function checkIothreadProps(props: Record<string, unknown>): void {
-  for (const key of ['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch']) {
+  for (const key of ['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch', 'thread-pool-min', 'thread-pool-max']) {
     const v = props[key];
     if (v !== undefined && (BigInt(v as number) < 0n || BigInt(v as number) > INT64_MAX)) {
       throw QmpError.generic(`${key} value must be in range [0, ${INT64_MAX}]`);
     }
   }
+  checkThreadPool(props);
 }
 
 /** The object with this id, if any: for options that name one (an nbd node's tls-creds). */
@@ -85,6 +100,7 @@ export function objectAdd(args: Record<string, unknown>): void {
     }
   }
   objects.set(id, obj);
+  objectsContainer().add(id, objectNode(obj));
 }
 
 /** The credentials of a tls-creds object, for a user of the given endpoint; errors as QEMU words them. */
@@ -114,6 +130,7 @@ export async function objectDel(id: string): Promise<void> {
     await removeIothreadContext(id);
   }
   objects.delete(id);
+  objectsContainer().remove(id);
 }
 
 export function objectTypesHelp(): string {
