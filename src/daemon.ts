@@ -140,10 +140,11 @@ export class Daemon {
   private addMonitor(opts: Record<string, unknown>): void {
     const chardevId = opts.chardev as string | undefined;
     if (!chardevId) throw new Error(`Parameter 'chardev' is missing`);
-    if (!findChardev(chardevId)) throw new Error(`chardev "${chardevId}" not found`);
+    const chardev = findChardev(chardevId);
+    if (!chardev) throw new Error(`chardev "${chardevId}" not found`);
     if (opts.mode !== undefined && opts.mode !== 'control') throw new Error(`Only QMP is supported`);
     const pretty = opts.pretty !== undefined && (opts.pretty === true || keyvalTyping.bool(String(opts.pretty), 'pretty'));
-    attachFrontend(chardevId, (transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: ['oob'] }), started: this.started }));
+    attachFrontend(chardevId, (transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: chardev.offersOob ? ['oob'] : [] }), started: this.started }));
   }
 
   /** With no command line at all: a monitor on a private UNIX socket, so `qbd` alone is useful. */

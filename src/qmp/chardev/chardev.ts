@@ -17,6 +17,8 @@ export interface Chardev {
   readonly kind: ChardevKind;
   /** The QOM type, as qom-list shows it (`chardev-socket`). */
   readonly qomType: string;
+  /** Whether a monitor on it offers out-of-band execution: the reference's does only on chardevs that can run in their own context. */
+  readonly offersOob: boolean;
   /** Opens files or starts listening; with wait=on, resolves once the first client has connected. */
   open(): Promise<void>;
   /** Sets who receives each connection (a monitor). */

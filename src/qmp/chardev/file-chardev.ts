@@ -27,6 +27,7 @@ export function openChardevFile(path: string, flags: number): number {
 export class FileChardev implements Chardev {
   readonly kind = 'file';
   readonly qomType = 'chardev-file';
+  readonly offersOob = true;
   private outFd: number | undefined;
   private inFd: number | undefined;
   private onConnection: ((t: Transport) => void) | undefined;

@@ -5,6 +5,7 @@ import type { Transport } from '../transport';
 export class NullChardev implements Chardev {
   readonly kind = 'null';
   readonly qomType = 'chardev-null';
+  readonly offersOob = false;
   private onConnection: ((t: Transport) => void) | undefined;
   private opened = false;
 

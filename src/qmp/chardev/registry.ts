@@ -8,13 +8,13 @@
  * Global state: every function runs on the main loop.
  */
 import * as fs from 'node:fs';
+import { strerror } from '../../common/errno';
 import { assertMainLoop } from '../../common/thread-context';
 import { QmpError } from '../errors';
 import type { Transport } from '../transport';
 import { chardevsContainer, type QomNode } from '../../qom/tree';
 import { createChardev, type ChardevBackend } from './backends';
 import type { Chardev } from './chardev';
-import { openChardevFile } from './file-chardev';
 
 interface Entry {
   chardev: Chardev;
@@ -34,7 +34,11 @@ function openLog(backend: ChardevBackend): number | undefined {
   const { logfile, logappend } = backend.data;
   if (logfile === undefined) return undefined;
   const { O_WRONLY, O_CREAT, O_APPEND, O_TRUNC } = fs.constants;
-  return openChardevFile(logfile, O_WRONLY | O_CREAT | (logappend ? O_APPEND : O_TRUNC));
+  try {
+    return fs.openSync(logfile, O_WRONLY | O_CREAT | (logappend ? O_APPEND : O_TRUNC), 0o666);
+  } catch (err) {
+    throw new Error(`Could not create '${logfile}': ${strerror((err as NodeJS.ErrnoException).code)}`);
+  }
 }
 
 /** Makes, opens and registers a chardev; errors are the backend's own words. */

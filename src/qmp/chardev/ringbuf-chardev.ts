@@ -18,6 +18,7 @@ export function isRingbufSize(size: bigint): boolean {
 
 export class RingbufChardev implements Chardev {
   readonly qomType: string;
+  readonly offersOob = false;
   private buf = Buffer.alloc(0);
   /** Bytes ever written and ever read: their difference is what the ring holds. */
   private produced = 0;

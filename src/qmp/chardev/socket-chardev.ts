@@ -41,6 +41,7 @@ function hostPort(host: string | undefined, port: number | undefined): string {
 export class SocketChardev implements Chardev {
   readonly kind = 'socket';
   readonly qomType = 'chardev-socket';
+  readonly offersOob = true;
   private server: net.Server | undefined;
   private readonly clients = new OneAtATime();
   /** Connected clients, oldest (the one served) first. */

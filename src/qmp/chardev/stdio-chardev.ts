@@ -10,6 +10,7 @@ let stdioInUse = false;
 export class StdioChardev implements Chardev {
   readonly kind = 'stdio';
   readonly qomType = 'chardev-stdio';
+  readonly offersOob = true;
   private onConnection: ((t: Transport) => void) | undefined;
   private opened = false;
 
