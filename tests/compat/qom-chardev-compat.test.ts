@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise, structuralDiff, type Json } from '../helpers/compare';
 import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
@@ -181,6 +182,16 @@ function steps(): Step[] {
     get('/chardevs/s3', 'connected'),
     { disconnect: true },
     q('query-chardev'),
+    // Client sockets: the test listens on peer.sock.
+    add('c1', unixSocket('$DIR/peer.sock', { server: false })),
+    get('/chardevs/c1', 'addr'),
+    get('/chardevs/c1', 'connected'),
+    add('c2', unixSocket('$DIR/none.sock', { server: false })),
+    add('c3', unixSocket('$DIR/peer.sock', { server: false, wait: false })),
+    add('c4', unixSocket('$DIR/peer.sock', { server: false, websocket: true })),
+    q('query-chardev'),
+    q('chardev-remove', { id: 'c1' }),
+    add('c5', unixSocket('$DIR/peer.sock', { server: false })),
     // Change: refused with a monitor, else remove-then-add, which loses the chardev when the add fails.
     q('chardev-change', { id: 'm2', backend: { type: 'null', data: {} } }),
     q('chardev-change', { id: 'nope', backend: { type: 'null', data: {} } }),
@@ -215,6 +226,10 @@ async function session(flavour: 'qbd' | 'qsd'): Promise<Json[]> {
   const dir = tempDir(`qbd-qom-compat-${flavour}-`);
   let daemon: RunningDaemon | undefined;
   let client: net.Socket | undefined;
+  // The server client sockets connect to; it keeps what it accepts.
+  const peers: net.Socket[] = [];
+  const peer = net.createServer((s) => peers.push(s));
+  await new Promise<void>((resolve) => peer.listen(path.join(dir, 'peer.sock'), resolve));
   try {
     daemon = await startDaemon(flavour, commandLine().map((a) => a.split('$DIR').join(dir)), { dir });
     const c = await daemon.client();
@@ -238,6 +253,8 @@ async function session(flavour: 'qbd' | 'qsd'): Promise<Json[]> {
   } finally {
     client?.destroy();
     await daemon?.stop();
+    for (const s of peers) s.destroy();
+    peer.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -291,6 +308,7 @@ describe.skipIf(!ready)('QOM and character devices over QMP, against the referen
     expect(text).toContain('Chardev user does not support chardev hotswap');
     expect(text).toContain("Property 'iothread.type' is not writable");
     expect(text).toContain('unix:$DIR/s3.sock,server=on');
+    expect(text).toContain("Failed to connect to '$DIR/none.sock': No such file or directory");
   }, 120_000);
 
   it('lists the reference types and backends that qbd implements, in the reference order', async () => {

@@ -107,6 +107,36 @@ describe('character devices', () => {
     expect(await chardevIds(c)).toEqual(['qmp0']);
   });
 
+  it('runs a monitor on a client socket, connected to a server the test runs', async () => {
+    const dir = tempDir('qbd-chardev-peer-');
+    const sockPath = path.join(dir, 'peer.sock');
+    const accepted = new Promise<net.Socket>((resolve) => {
+      const server = net.createServer((s) => {
+        server.close();
+        resolve(s);
+      });
+      server.listen(sockPath);
+    });
+    try {
+      const c = await start(() => ['--chardev', `socket,id=c0,path=${sockPath}`, '--monitor', 'c0']);
+      const s = await accepted;
+      let text = '';
+      const lines = async (n: number): Promise<any[]> => {
+        while (text.split('\r\n').length <= n) await new Promise<void>((resolve) => s.once('data', (d) => ((text += d), resolve())));
+        return text.split('\r\n').slice(0, n).map((l) => JSON.parse(l));
+      };
+      expect((await lines(1))[0].QMP.capabilities).toEqual(['oob']);
+      s.write('{"execute":"qmp_capabilities"}\n{"execute":"query-chardev"}\n');
+      const [, caps, chardevs] = await lines(3);
+      expect(caps).toEqual({ return: {} });
+      expect(chardevs.return.find((x: { label: string }) => x.label === 'c0')).toEqual({ 'frontend-open': true, filename: 'unix:', label: 'c0' });
+      expect(await ok(c, 'qom-get', { path: '/chardevs/c0', property: 'addr' })).toEqual({ type: 'unix', path: sockPath });
+      s.destroy();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('copies what a monitor says into its logfile', async () => {
     let log = '';
     const c = await start((dir) => {

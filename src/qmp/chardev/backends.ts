@@ -40,12 +40,15 @@ const UNSUPPORTED_SOCKET_OPTIONS = ['telnet', 'tn3270', 'tls-creds', 'tls-authz'
 
 function socketChardev(id: string, opts: ChardevSocketOptions, defaults: { server: boolean; wait: boolean }): SocketChardev {
   const server = opts.server ?? defaults.server;
-  if (!server) throw new Error(`only server sockets (server=on) are supported`);
+  if (!server) {
+    if (opts.websocket) throw new Error('Websocket client is not implemented');
+    if (opts.wait !== undefined) throw new Error(`'wait' option is incompatible with socket in client connect mode`);
+  }
   for (const key of UNSUPPORTED_SOCKET_OPTIONS) {
     const v = opts[key];
     if (v !== undefined && v !== false && v !== 0) throw new Error(`socket option '${key}' is not supported`);
   }
-  const common = { id, server: true, wait: opts.wait ?? defaults.wait, websocket: opts.websocket ?? false };
+  const common = { id, server, wait: server && (opts.wait ?? defaults.wait), websocket: opts.websocket ?? false };
   switch (opts.addr.type) {
     case 'unix':
       return new SocketChardev({ ...common, path: opts.addr.data.path });

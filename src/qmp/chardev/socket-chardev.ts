@@ -1,8 +1,8 @@
 /**
  * `socket`: a UNIX (`path=`) or TCP (`host=`, `port=`) server, optionally
- * speaking WebSocket (`websocket=on`, one QMP message per text frame).
- * Only server mode is supported. Without a frontend, a client that
- * connects is kept, unread, as the reference keeps it.
+ * speaking WebSocket (`websocket=on`, one QMP message per text frame), or
+ * a client that connects once, when the chardev is made. Without a
+ * frontend, a connection is kept, unread, as the reference keeps it.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -55,6 +55,7 @@ export class SocketChardev implements Chardev {
   }
 
   async open(): Promise<void> {
+    if (!this.opts.server) return this.connect();
     const { path, host, port } = this.opts;
     const server = this.opts.websocket ? await this.websocketServer() : net.createServer((s) => this.accept(socketTransport(s, this.describePeer(s)), s));
     this.server = server;
@@ -86,6 +87,24 @@ export class SocketChardev implements Chardev {
     }
   }
 
+  /** Client mode: connects now, or fails with the reference's words. */
+  private async connect(): Promise<void> {
+    const { path, host, port } = this.opts;
+    const where = path ?? `${host}:${port}`;
+    const sock = path !== undefined ? net.createConnection(path) : net.createConnection(Number(port), host);
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.once('connect', () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    }).catch((err: NodeJS.ErrnoException) => {
+      sock.destroy();
+      throw new Error(`Failed to connect to '${where}': ${strerror(err.code)}`);
+    });
+    this.accept(socketTransport(sock, where), sock);
+  }
+
   /** The address actually bound (port 0 picks one), for logs and tests. */
   address(): string {
     const a = this.server?.address();
@@ -98,6 +117,11 @@ export class SocketChardev implements Chardev {
   }
 
   filename(): string {
+    if (!this.opts.server) {
+      const current = this.connections[0];
+      if (this.opts.path !== undefined) return current ? 'unix:' : `disconnected:unix:${this.opts.path}`;
+      return current ? `tcp:${current.local} <-> ${current.remote}` : `disconnected:tcp:${this.opts.host}:${this.opts.port}`;
+    }
     const server = this.opts.path !== undefined ? `unix:${this.opts.path},server=on` : undefined;
     const current = this.connections[0];
     if (current) return server ?? `${this.protocol()}:${current.local},server=on <-> ${current.remote}`;
@@ -121,6 +145,8 @@ export class SocketChardev implements Chardev {
   /** The listening address as a SocketAddress (the port actually bound, the host as a number). */
   private boundAddress(): Record<string, unknown> {
     if (this.opts.path !== undefined) return { type: 'unix', path: this.opts.path };
+    // A client shows the address it was given.
+    if (!this.opts.server) return { type: 'inet', host: this.opts.host ?? '', port: this.opts.port ?? '' };
     const a = this.server?.address();
     if (!a || typeof a !== 'object') return { type: 'inet', host: this.opts.host ?? '', port: this.opts.port ?? '' };
     return { type: 'inet', host: a.address, port: String(a.port), [a.family === 'IPv6' ? 'ipv6' : 'ipv4']: true };
@@ -133,7 +159,8 @@ export class SocketChardev implements Chardev {
   async close(): Promise<void> {
     for (const c of [...this.connections]) c.transport.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    if (this.opts.path !== undefined) fs.rmSync(this.opts.path, { force: true });
+    // A client's path is its server's socket, not ours to remove.
+    if (this.opts.server && this.opts.path !== undefined) fs.rmSync(this.opts.path, { force: true });
   }
 
   private accept(t: Transport, s: net.Socket): void {
