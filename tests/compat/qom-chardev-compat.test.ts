@@ -104,6 +104,12 @@ function steps(): Step[] {
     set('/objects/x0', 'verify-peer', 'yes'),
     set('/objects/x0', 'endpoint', 'nowhere'),
     set('/objects/x0', 'loaded', false),
+    // A new endpoint applies to the next user.
+    set('/objects/x0', 'endpoint', 'client'),
+    q('nbd-server-start', { addr: { type: 'unix', data: { path: '$DIR/nbd.sock' } }, 'tls-creds': 'x0' }),
+    set('/objects/x0', 'endpoint', 'server'),
+    q('nbd-server-start', { addr: { type: 'unix', data: { path: '$DIR/nbd.sock' } }, 'tls-creds': 'x0' }),
+    q('nbd-server-stop'),
     set('/chardevs/m2', 'connected', false),
     set('/objects', 'io0', 'x'),
     set('/nope', 'type', 'x'),
