@@ -20,6 +20,8 @@ export function chardevBackendFromOptions(opts: Record<string, unknown>): { id: 
   const logappend = flag('logappend');
   if (logappend !== undefined) common.logappend = logappend;
 
+  // A mux shares one chardev between several frontends; qbd has no mux chardev.
+  if (flag('mux')) throw new Error(`mux=on is not supported`);
   const backend = text('backend');
   switch (backend) {
     case 'null':
@@ -50,7 +52,10 @@ export function chardevBackendFromOptions(opts: Record<string, unknown>): { id: 
       }
       const data: Extract<ChardevBackend, { type: 'socket' }>['data'] = {
         ...common,
-        addr: path !== undefined ? { type: 'unix', data: { path } } : { type: 'inet', data: { host: host ?? '', port: port! } },
+        addr:
+          path !== undefined
+            ? { type: 'unix', data: flag('abstract') === undefined ? { path } : { path, abstract: flag('abstract')! } }
+            : { type: 'inet', data: { host: host ?? '', port: port! } },
       };
       for (const key of ['server', 'wait', 'websocket', 'telnet', 'tn3270', 'nodelay'] as const) {
         const v = flag(key);

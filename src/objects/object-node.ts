@@ -10,7 +10,7 @@ import { QmpError } from '../qmp/errors';
 import type { PropertyAccessor, QomNode } from '../qom/tree';
 import type { AuthzRule } from '../crypto/authz';
 import type { TlsCredentials } from '../crypto/tls-credentials';
-import { checkThreadPool, IOTHREAD_DEFAULTS, type UserObject } from './objects';
+import { checkThreadPool, IOTHREAD_DEFAULTS, type UserObject } from './user-object';
 
 const INT64_MAX = 9223372036854775807n;
 

@@ -20,14 +20,8 @@ import type { TlsCredentials } from '../crypto/tls-credentials';
 import { loadPsk, loadX509, type TlsCredsProps } from './tls-creds';
 import { objectsContainer } from '../qom/tree';
 import { objectNode } from './object-node';
+import { checkThreadPool, type UserObject } from './user-object';
 
-export interface UserObject {
-  id: string;
-  qomType: string;
-  props: Record<string, unknown>;
-  tlsCreds?: TlsCredentials;
-  authz?: AuthzRules;
-}
 
 const objects = new Map<string, UserObject>();
 
@@ -39,18 +33,6 @@ const INT64_MAX = 9223372036854775807n;
 /** QEMU's id_wellformed(). */
 function checkId(id: string): void {
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) throw QmpError.generic(`Parameter 'id' expects an identifier`);
-}
-
-/** What qom-get shows for an iothread property never set. */
-export const IOTHREAD_DEFAULTS: Readonly<Record<string, number>> = { 'thread-pool-max': 64 };
-
-const INT_MAX = 2147483647n;
-
-/** The thread pool's bounds, checked whenever either changes. */
-export function checkThreadPool(props: Record<string, unknown>): void {
-  const min = BigInt((props['thread-pool-min'] as number | undefined) ?? 0);
-  const max = BigInt((props['thread-pool-max'] as number | undefined) ?? IOTHREAD_DEFAULTS['thread-pool-max']!);
-  if (min > max || max === 0n || min > INT_MAX || max > INT_MAX) throw QmpError.generic('bad thread-pool-min/thread-pool-max values');
 }
 
 function checkIothreadProps(props: Record<string, unknown>): void {

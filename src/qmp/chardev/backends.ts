@@ -16,7 +16,7 @@ export interface ChardevCommon {
 }
 
 export interface ChardevSocketOptions extends ChardevCommon {
-  addr: { type: 'inet'; data: { host: string; port: string } } | { type: 'unix'; data: { path: string } } | { type: 'vsock' | 'fd'; data: unknown };
+  addr: { type: 'inet'; data: { host: string; port: string } } | { type: 'unix'; data: { path: string; abstract?: boolean } } | { type: 'vsock' | 'fd'; data: unknown };
   'tls-creds'?: string;
   'tls-authz'?: string;
   server?: boolean;
@@ -51,6 +51,7 @@ function socketChardev(id: string, opts: ChardevSocketOptions, defaults: { serve
   const common = { id, server, wait: server && (opts.wait ?? defaults.wait), websocket: opts.websocket ?? false };
   switch (opts.addr.type) {
     case 'unix':
+      if (opts.addr.data.abstract) throw new Error(`abstract UNIX sockets are not supported`);
       return new SocketChardev({ ...common, path: opts.addr.data.path });
     case 'inet':
       return new SocketChardev({ ...common, host: opts.addr.data.host, port: opts.addr.data.port });
