@@ -40,6 +40,7 @@ function commandLine(): string[] {
     '--object', 'authz-list,id=al,policy=allow,rules.0.match=a*,rules.0.policy=deny,rules.0.format=glob,rules.1.match=b,rules.1.policy=allow',
     '--object', `tls-creds-x509,id=x0,dir=${pki.serverDir},endpoint=server`,
     '--object', `tls-creds-psk,id=p0,dir=${pki.pskServerDir},endpoint=server`,
+    '--object', `tls-creds-psk,id=p1,dir=${pki.pskClientDir},username=alice`,
     '--chardev', 'ringbuf,id=rb,size=16',
     '--chardev', 'null,id=n0',
     '--chardev', 'memory,id=mem',
@@ -115,6 +116,11 @@ function steps(): Step[] {
     set('/nope', 'type', 'x'),
     q('object-add', { 'qom-type': 'iothread', id: 'io1', 'thread-pool-min': 10, 'thread-pool-max': 5 }),
     q('object-add', { 'qom-type': 'iothread', id: 'io1', 'thread-pool-max': 0 }),
+    // Objects that fail to complete pass through /objects, which changes its order.
+    ...['x5', 'x6', 'x7', 'x8', 'x9'].map((id) => q('object-add', { 'qom-type': 'tls-creds-x509', id, dir: '$DIR/nodir' })),
+    q('object-add', { 'qom-type': 'tls-creds-psk', id: 'p9' }),
+    q('object-add', { 'qom-type': 'tls-creds-psk', id: 'p9', loaded: true }),
+    q('qom-list', { path: '/objects' }),
     q('object-add', { 'qom-type': 'authz-simple', id: 'a1', identity: 'x' }),
     q('object-del', { id: 'io0' }),
     q('qom-list', { path: '/objects' }),
@@ -177,6 +183,11 @@ function steps(): Step[] {
     add('s3', unixSocket('$DIR/s3.sock', { server: true, wait: false })),
     add('s4', unixSocket('$DIR/s4.sock')),
     add('s5', unixSocket('$DIR/nodir/s5.sock', { server: true })),
+    ...[{ 'tls-creds': 'nope' }, { 'tls-creds': 'p1' }, { 'tls-creds': 'az' }, { 'tls-authz': 'az' }].map((tlsOptions) =>
+      add('t1', { type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1', port: '0' } }, ...tlsOptions } }),
+    ),
+    add('t1', unixSocket('$DIR/t1.sock', { 'tls-creds': 'x0' })),
+    add('t2', { type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1', port: '0' } }, 'tls-creds': 'x0', 'tls-authz': 'nope' } }),
     add('st', { type: 'stdio', data: {} }),
     add('bad id', { type: 'null', data: {} }),
     q('query-chardev'),
@@ -315,6 +326,7 @@ describe.skipIf(!ready)('QOM and character devices over QMP, against the referen
     expect(text).toContain("Property 'iothread.type' is not writable");
     expect(text).toContain('unix:$DIR/s3.sock,server=on');
     expect(text).toContain("Failed to connect to '$DIR/none.sock': No such file or directory");
+    expect(text).toContain('Expected TLS credentials for a server endpoint');
   }, 120_000);
 
   it('lists the reference types and backends that qbd implements, in the reference order', async () => {

@@ -7,7 +7,8 @@ import type { Chardev } from './chardev';
 import { FileChardev } from './file-chardev';
 import { NullChardev } from './null-chardev';
 import { isRingbufSize, RINGBUF_DEFAULT_SIZE, RingbufChardev } from './ringbuf-chardev';
-import { SocketChardev } from './socket-chardev';
+import { SocketChardev, type SocketChardevOptions } from './socket-chardev';
+import { tlsCredsFor } from '../../objects/objects';
 import { StdioChardev } from './stdio-chardev';
 
 export interface ChardevCommon {
@@ -36,10 +37,13 @@ export type ChardevBackend =
   | { type: 'ringbuf' | 'memory'; data: ChardevCommon & { size?: number | bigint } };
 
 /** Socket options that qbd does not implement, when they ask for something. */
-const UNSUPPORTED_SOCKET_OPTIONS = ['telnet', 'tn3270', 'tls-creds', 'tls-authz', 'reconnect'] as const;
+const UNSUPPORTED_SOCKET_OPTIONS = ['telnet', 'tn3270', 'reconnect'] as const;
 
 function socketChardev(id: string, opts: ChardevSocketOptions, defaults: { server: boolean; wait: boolean }): SocketChardev {
   const server = opts.server ?? defaults.server;
+  // The reference's checks, in its order.
+  if (opts.addr.type === 'unix' && opts['tls-creds'] !== undefined) throw new Error(`'tls_creds' option is incompatible with 'unix' address type`);
+  if (opts['tls-authz'] !== undefined && opts['tls-creds'] === undefined) throw new Error(`'tls_authz' option requires 'tls_creds' option`);
   if (!server) {
     if (opts.websocket) throw new Error('Websocket client is not implemented');
     if (opts.wait !== undefined) throw new Error(`'wait' option is incompatible with socket in client connect mode`);
@@ -48,7 +52,12 @@ function socketChardev(id: string, opts: ChardevSocketOptions, defaults: { serve
     const v = opts[key];
     if (v !== undefined && v !== false && v !== 0) throw new Error(`socket option '${key}' is not supported`);
   }
-  const common = { id, server, wait: server && (opts.wait ?? defaults.wait), websocket: opts.websocket ?? false };
+  const common: Omit<SocketChardevOptions, 'path' | 'host' | 'port'> = { id, server, wait: server && (opts.wait ?? defaults.wait), websocket: opts.websocket ?? false };
+  if (opts['tls-creds'] !== undefined) {
+    if (common.websocket) throw new Error(`TLS on a WebSocket chardev is not supported`);
+    common.tls = { creds: tlsCredsFor(opts['tls-creds'], server ? 'server' : 'client') };
+    if (opts['tls-authz'] !== undefined) common.tls.authz = opts['tls-authz'];
+  }
   switch (opts.addr.type) {
     case 'unix':
       if (opts.addr.data.abstract) throw new Error(`abstract UNIX sockets are not supported`);

@@ -13,6 +13,7 @@ import { log } from '../../common/log';
 import type { Transport } from '../transport';
 import type { PropertyAccessor } from '../../qom/tree';
 import { OneAtATime, type Chardev } from './chardev';
+import { acceptTls, connectTls, type ChardevTls } from './socket-tls';
 import { socketTransport } from './socket-transport';
 
 export interface SocketChardevOptions {
@@ -23,6 +24,8 @@ export interface SocketChardevOptions {
   server: boolean;
   wait: boolean;
   websocket: boolean;
+  /** TCP only: the handshake each connection goes through first. */
+  tls?: ChardevTls;
 }
 
 /** One accepted client, with the addresses query-chardev shows while it is connected. */
@@ -57,7 +60,7 @@ export class SocketChardev implements Chardev {
   async open(): Promise<void> {
     if (!this.opts.server) return this.connect();
     const { path, host, port } = this.opts;
-    const server = this.opts.websocket ? await this.websocketServer() : net.createServer((s) => this.accept(socketTransport(s, this.describePeer(s)), s));
+    const server = this.opts.websocket ? await this.websocketServer() : net.createServer((s) => this.acceptSocket(s));
     this.server = server;
     if (path !== undefined) {
       // QEMU removes a stale socket file before binding.
@@ -102,7 +105,18 @@ export class SocketChardev implements Chardev {
       sock.destroy();
       throw new Error(`Failed to connect to '${where}': ${strerror(err.code)}`);
     });
-    this.accept(socketTransport(sock, where), sock);
+    if (!this.opts.tls) return this.accept(socketTransport(sock, where), sock);
+    const secure = await connectTls(sock, this.opts.tls, host).catch((err: Error) => {
+      sock.destroy();
+      throw new Error(`TLS handshake with '${where}' failed: ${err.message}`);
+    });
+    this.accept(socketTransport(secure, where), secure);
+  }
+
+  /** A new connection on the listening socket, after its TLS handshake when there is one. */
+  private acceptSocket(s: net.Socket): void {
+    if (!this.opts.tls) return this.accept(socketTransport(s, this.describePeer(s)), s);
+    acceptTls(s, this.opts.tls, this.id, (secure) => this.accept(socketTransport(secure, this.describePeer(s)), secure));
   }
 
   /** The address actually bound (port 0 picks one), for logs and tests. */
