@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import { strerror } from '../../common/errno';
+import { log } from '../../common/log';
 import { assertMainLoop } from '../../common/thread-context';
 import { QmpError } from '../errors';
 import type { Transport } from '../transport';
@@ -137,9 +138,13 @@ export function attachFrontend(id: string, onConnection: (t: Transport) => void)
 function logged(t: Transport, fd: number): Transport {
   return {
     ...t,
-    peer: t.peer,
     send: (text) => {
-      fs.writeSync(fd, text + '\r\n');
+      try {
+        fs.writeSync(fd, text + '\r\n');
+      } catch (err) {
+        // A full or broken log must not silence the monitor.
+        log.warn({ err: (err as Error).message }, 'chardev logfile write failed');
+      }
       t.send(text);
     },
   };
