@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { strerror } from '../../common/errno';
+import { log } from '../../common/log';
 import { outputOnlyTransport, type Chardev } from './chardev';
 import type { Transport } from '../transport';
 
@@ -71,7 +72,13 @@ export class FileChardev implements Chardev {
     const fd = this.outFd;
     this.onConnection(
       outputOnlyTransport(this.opts.out, (bytes) => {
-        if (this.outFd === fd) fs.writeSync(fd, bytes);
+        if (this.outFd !== fd) return;
+        try {
+          fs.writeSync(fd, bytes);
+        } catch (err) {
+          // A full disk loses the output, not the daemon.
+          log.warn({ chardev: this.id, err: (err as Error).message }, 'chardev file write failed');
+        }
       }),
     );
   }
