@@ -73,6 +73,20 @@ describe('character devices', () => {
     expect(fs.readFileSync(added, 'utf8')).toBe('');
   });
 
+  it('keeps a monitor answering when its logfile cannot grow', async () => {
+    const dir = tempDir('qbd-chardev-full-');
+    const log = path.join(dir, 'm1.log');
+    const sock = path.join(dir, 'm1.sock');
+    daemon = await startDaemon('qbd', ['--chardev', `socket,id=m1,path=${sock},server=on,wait=off,logfile=${log}`, '--monitor', 'm1'], { dir, fileSizeLimitKiB: 1 });
+    const { QmpTestClient } = await import('../helpers/qmp-client');
+    const m1 = await QmpTestClient.unix(sock);
+    await m1.negotiate();
+    // Each reply is a few hundred bytes: the log reaches its limit after a few.
+    for (let i = 0; i < 20; i++) expect((await m1.execute('query-chardev-backends')).return).toHaveLength(6);
+    m1.close();
+    expect(fs.statSync(log).size).toBe(1024);
+  });
+
   it('accepts a client on a socket added over QMP and lets it go when the chardev is removed', async () => {
     const c = await start();
     const sock = path.join(daemon!.dir, 'added.sock');
