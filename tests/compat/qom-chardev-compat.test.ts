@@ -223,6 +223,13 @@ function steps(): Step[] {
     q('chardev-remove', { id: 'bad id' }),
     q('query-chardev'),
     q('qom-list', { path: '/chardevs' }),
+    // Many names: the table grows, and shrinks again as most go.
+    ...Array.from({ length: 40 }, (_, i) => add(`z${(i * 7919) % 100}`, { type: 'null', data: {} })),
+    q('qom-list', { path: '/chardevs' }),
+    ...Array.from({ length: 35 }, (_, i) => q('chardev-remove', { id: `z${(i * 7919) % 100}` })),
+    q('qom-list', { path: '/chardevs' }),
+    ...Array.from({ length: 10 }, (_, i) => add(`y.${i}`, { type: 'null', data: {} })),
+    q('query-chardev'),
   ];
 }
 
