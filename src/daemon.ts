@@ -14,6 +14,7 @@ import { blockdevAdd, closeAllNodes } from './block/global-state/blockdev';
 import { stopAllContexts } from './block/global-state/io-contexts';
 import { objectAdd, objectTypesHelp } from './objects/objects';
 import { chardevBackendFromOptions } from './cli/chardev-backend';
+import { chardevBackendsHelp } from './qmp/chardev/backends';
 import { attachFrontend, chardevAddFromCommandLine, closeAllChardevs, findChardev } from './qmp/chardev/registry';
 import { chardevCommands } from './qmp/commands/chardev';
 import { qomCommands } from './qmp/commands/qom';
@@ -104,9 +105,15 @@ export class Daemon {
         }
         objectAdd(this.typed(action, 'ObjectOptions'));
         return;
-      case 'chardev':
+      case 'chardev': {
+        const backend = (action.value as Record<string, unknown>).backend;
+        if (backend === 'help' || backend === '?') {
+          process.stdout.write(chardevBackendsHelp());
+          process.exit(0);
+        }
         await this.addChardev(action.value as Record<string, unknown>);
         return;
+      }
       case 'monitor':
         this.addMonitor(action.value as Record<string, unknown>);
         return;

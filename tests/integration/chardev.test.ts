@@ -9,7 +9,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { execFileSync } from 'node:child_process';
+import { QBD, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { toolAvailable } from '../helpers/tools';
 import type { QmpTestClient } from '../helpers/qmp-client';
 
 let daemon: RunningDaemon | undefined;
@@ -35,6 +37,17 @@ async function ok(c: QmpTestClient, command: string, args?: Record<string, unkno
 async function chardevIds(c: QmpTestClient): Promise<string[]> {
   return ((await ok(c, 'query-chardev')) as Array<{ label: string }>).map((i) => i.label).sort();
 }
+
+describe.skipIf(!toolAvailable('qemu-storage-daemon'))('--chardev help, against the reference', () => {
+  it("lists the reference's backends that qbd implements, in its order, and exits 0", () => {
+    const lines = (argv: string[]): string[] => execFileSync(argv[0]!, [...argv.slice(1), '--chardev', 'help'], { encoding: 'utf8' }).split('\n');
+    const ours = lines([process.execPath, QBD]);
+    const theirs = lines(['qemu-storage-daemon']);
+    expect(ours[0]).toBe('Available chardev backend types: ');
+    expect(ours).toEqual(theirs.filter((l, i) => i === 0 || l === '' || ours.includes(l)));
+    expect(ours).toHaveLength(8);
+  });
+});
 
 describe('character devices', () => {
   it('round-trips bytes through a ring buffer, keeping the newest when it overflows', async () => {

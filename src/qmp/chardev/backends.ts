@@ -99,3 +99,8 @@ export function createChardev(id: string, backend: ChardevBackend, socketDefault
 
 /** The backends qbd implements, in the order query-chardev-backends lists them (the reference's). */
 export const CHARDEV_BACKENDS = ['null', 'ringbuf', 'stdio', 'socket', 'file', 'memory'] as const;
+
+/** `--chardev help`: the backends, in the reference's listing order (the reverse of query-chardev-backends). */
+export function chardevBackendsHelp(): string {
+  return `Available chardev backend types: \n${[...CHARDEV_BACKENDS].reverse().map((name) => `  ${name}\n`).join('')}`;
+}
