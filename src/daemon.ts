@@ -13,9 +13,11 @@ import { keyvalTyping } from './cli/keyval-typing';
 import { blockdevAdd, closeAllNodes } from './block/global-state/blockdev';
 import { stopAllContexts } from './block/global-state/io-contexts';
 import { objectAdd, objectTypesHelp } from './objects/objects';
-import type { Chardev } from './qmp/chardev/chardev';
-import { SocketChardev } from './qmp/chardev/socket-chardev';
-import { StdioChardev } from './qmp/chardev/stdio-chardev';
+import { chardevBackendFromOptions } from './cli/chardev-backend';
+import { chardevBackendsHelp } from './qmp/chardev/backends';
+import { attachFrontend, chardevAddFromCommandLine, closeAllChardevs, findChardev } from './qmp/chardev/registry';
+import { chardevCommands } from './qmp/commands/chardev';
+import { qomCommands } from './qmp/commands/qom';
 import { blockCommands } from './qmp/commands/block';
 import { chainCommands } from './qmp/commands/chain';
 import { dirtyBitmapCommands } from './qmp/commands/dirty-bitmaps';
@@ -46,7 +48,6 @@ export class StartupError extends Error {}
 export class Daemon {
   readonly schema: Schema;
   private readonly dispatcher: Dispatcher;
-  private readonly chardevs = new Map<string, Chardev>();
   private pidfile: string | undefined;
   private quitting = false;
   private markStarted!: () => void;
@@ -68,6 +69,8 @@ export class Daemon {
       ...backingChainCommands(),
       ...transactionCommands(),
       ...exportCommands(),
+      ...qomCommands(this.schema),
+      ...chardevCommands(),
     ]);
   }
 
@@ -102,9 +105,15 @@ export class Daemon {
         }
         objectAdd(this.typed(action, 'ObjectOptions'));
         return;
-      case 'chardev':
+      case 'chardev': {
+        const backend = (action.value as Record<string, unknown>).backend;
+        if (backend === 'help' || backend === '?') {
+          process.stdout.write(chardevBackendsHelp());
+          process.exit(0);
+        }
         await this.addChardev(action.value as Record<string, unknown>);
         return;
+      }
       case 'monitor':
         this.addMonitor(action.value as Record<string, unknown>);
         return;
@@ -131,46 +140,18 @@ export class Daemon {
   }
 
   private async addChardev(opts: Record<string, unknown>): Promise<void> {
-    // The command line leaves QemuOpts values as text, already checked: 'on'/'off' for booleans.
-    const flag = (key: string, dflt: boolean): boolean => {
-      const v = opts[key];
-      return v === undefined ? dflt : typeof v === 'boolean' ? v : keyvalTyping.bool(String(v), key);
-    };
-    const id = opts.id as string | undefined;
-    if (!id) throw new Error(`chardev: no id specified`);
-    if (this.chardevs.has(id)) throw new Error(`attempt to add duplicate property '${id}' to object (type 'container')`);
-    let chardev: Chardev;
-    if (opts.backend === 'stdio') {
-      chardev = new StdioChardev(id);
-    } else if (opts.backend === 'socket') {
-      if (opts.path === undefined && opts.host === undefined && opts.port === undefined) {
-        throw new Error(`chardev: socket: no host given`);
-      }
-      if (!flag('server', false)) throw new Error(`chardev '${id}': only server sockets (server=on) are supported`);
-      chardev = new SocketChardev({
-        id,
-        path: opts.path as string | undefined,
-        host: opts.host as string | undefined,
-        port: opts.port as string | undefined,
-        server: true,
-        wait: flag('wait', true),
-        websocket: flag('websocket', false),
-      });
-    } else {
-      throw new Error(`'${String(opts.backend)}' is not a valid char driver name`);
-    }
-    this.chardevs.set(id, chardev);
-    await chardev.open();
+    const { id, backend } = chardevBackendFromOptions(opts);
+    await chardevAddFromCommandLine(id, backend);
   }
 
   private addMonitor(opts: Record<string, unknown>): void {
     const chardevId = opts.chardev as string | undefined;
     if (!chardevId) throw new Error(`Parameter 'chardev' is missing`);
-    const chardev = this.chardevs.get(chardevId);
+    const chardev = findChardev(chardevId);
     if (!chardev) throw new Error(`chardev "${chardevId}" not found`);
     if (opts.mode !== undefined && opts.mode !== 'control') throw new Error(`Only QMP is supported`);
     const pretty = opts.pretty !== undefined && (opts.pretty === true || keyvalTyping.bool(String(opts.pretty), 'pretty'));
-    chardev.attach((transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: ['oob'] }), started: this.started }));
+    attachFrontend(chardevId, (transport) => new MonitorSession(transport, this.dispatcher, { pretty, greeting: () => ({ version: versionInfo(), capabilities: chardev.offersOob ? ['oob'] : [] }), started: this.started }));
   }
 
   /** With no command line at all: a monitor on a private UNIX socket, so `qbd` alone is useful. */
@@ -209,7 +190,7 @@ export class Daemon {
       } catch (err) {
         log.error({ err: (err as Error).message }, 'error while closing nodes at exit');
       }
-      await Promise.all([...this.chardevs.values()].map((c) => c.close().catch(() => undefined)));
+      await closeAllChardevs();
       if (this.pidfile) fs.rmSync(this.pidfile, { force: true });
     });
     process.exit(0);

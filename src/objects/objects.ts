@@ -17,15 +17,11 @@ import { QmpError } from '../qmp/errors';
 import { addIothreadContext, findIothreadContext, removeIothreadContext } from '../block/global-state/io-contexts';
 import type { AuthzRule, AuthzRules } from '../crypto/authz';
 import type { TlsCredentials } from '../crypto/tls-credentials';
-import { loadPsk, loadX509, type TlsCredsProps } from './tls-creds';
+import { checkTlsCredsProps, loadPsk, loadX509, type TlsCredsProps } from './tls-creds';
+import { objectsContainer } from '../qom/tree';
+import { objectNode } from './object-node';
+import { checkThreadPool, type UserObject } from './user-object';
 
-interface UserObject {
-  id: string;
-  qomType: string;
-  props: Record<string, unknown>;
-  tlsCreds?: TlsCredentials;
-  authz?: AuthzRules;
-}
 
 const objects = new Map<string, UserObject>();
 
@@ -39,8 +35,9 @@ function checkId(id: string): void {
   if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) throw QmpError.generic(`Parameter 'id' expects an identifier`);
 }
 
+/** The checks of setting an iothread's properties: each must be non-negative. */
 function checkIothreadProps(props: Record<string, unknown>): void {
-  for (const key of ['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch']) {
+  for (const key of ['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch', 'thread-pool-min', 'thread-pool-max']) {
     const v = props[key];
     if (v !== undefined && (BigInt(v as number) < 0n || BigInt(v as number) > INT64_MAX)) {
       throw QmpError.generic(`${key} value must be in range [0, ${INT64_MAX}]`);
@@ -54,15 +51,35 @@ export function findObject(id: string): Readonly<UserObject> | undefined {
   return objects.get(id);
 }
 
+/**
+ * The reference's order: the id is checked, the properties set, the object
+ * added to /objects and then completed; when completion fails it is taken
+ * out again, which the listing order of /objects remembers.
+ */
 export function objectAdd(args: Record<string, unknown>): void {
   assertMainLoop();
   const { 'qom-type': qomType, id, ...props } = args as { 'qom-type': string; id: string } & Record<string, unknown>;
   checkId(id);
+  if (qomType === 'iothread') checkIothreadProps(props);
+  if (qomType === 'tls-creds-x509' || qomType === 'tls-creds-psk') checkTlsCredsProps(qomType, props as TlsCredsProps);
   if (objects.has(id)) throw QmpError.generic(`attempt to add duplicate property '${id}' to object (type 'container')`);
   const obj: UserObject = { id, qomType, props };
-  switch (qomType) {
+  objectsContainer().add(id, objectNode(obj));
+  try {
+    complete(obj);
+  } catch (err) {
+    objectsContainer().remove(id);
+    throw err;
+  }
+  objects.set(id, obj);
+}
+
+/** What makes the object usable: loading credentials, starting an I/O context, building rules. */
+function complete(obj: UserObject): void {
+  const { id, props } = obj;
+  switch (obj.qomType) {
     case 'iothread':
-      checkIothreadProps(props);
+      checkThreadPool(props);
       addIothreadContext(id);
       break;
     case 'tls-creds-x509':
@@ -84,7 +101,6 @@ export function objectAdd(args: Record<string, unknown>): void {
       break;
     }
   }
-  objects.set(id, obj);
 }
 
 /** The credentials of a tls-creds object, for a user of the given endpoint; errors as QEMU words them. */
@@ -114,6 +130,7 @@ export async function objectDel(id: string): Promise<void> {
     await removeIothreadContext(id);
   }
   objects.delete(id);
+  objectsContainer().remove(id);
 }
 
 export function objectTypesHelp(): string {

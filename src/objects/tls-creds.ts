@@ -46,8 +46,13 @@ function read(p: string | undefined): string | undefined {
   return p === undefined ? undefined : fs.readFileSync(p, 'latin1');
 }
 
-function commonChecks(type: string, props: TlsCredsProps): string {
+/** What setting the properties refuses, before the object exists: `loaded` is read-only. */
+export function checkTlsCredsProps(type: string, props: TlsCredsProps): void {
   if (props.loaded !== undefined) throw QmpError.generic(`Property '${type}.loaded' is not writable`);
+}
+
+function commonChecks(type: string, props: TlsCredsProps): string {
+  checkTlsCredsProps(type, props);
   if (props.dir === undefined) throw QmpError.generic(`Missing 'dir' property value`);
   return props.dir;
 }

@@ -16,7 +16,7 @@ import type { IoContext } from '../../src/block/global-state/io-context';
 const REPO = path.resolve(__dirname, '..', '..');
 
 /** What the I/O world must never load. */
-const GS_WORLD = [/\/global-state\//, /\/drivers\/[^/]+\/gs\.ts$/, /\/src\/qmp\//, /\/src\/objects\//, /\/src\/cli\//, /\/src\/(daemon|main)\.ts$/];
+const GS_WORLD = [/\/global-state\//, /\/drivers\/[^/]+\/gs\.ts$/, /\/src\/qmp\//, /\/src\/objects\//, /\/src\/qom\/(tree|resolve)\.ts$/, /\/src\/cli\//, /\/src\/(daemon|main)\.ts$/];
 
 function runInWorker(code: string): Promise<{ error?: string; code?: string }> {
   return new Promise((resolve, reject) => {
@@ -36,6 +36,15 @@ describe('the GS/I/O contract', () => {
     `);
     expect(result.code).toBe('QBD_CONTEXT_VIOLATION');
     expect(result.error).toMatch(/global-state code called from I\/O context/);
+  });
+
+  it('throws when the QOM tree is touched from a worker thread', async () => {
+    const result = await runInWorker(`
+      const { parentPort, workerData } = require('node:worker_threads');
+      try { require(workerData.dist + '/qom/resolve.js').resolvePath('/objects'); parentPort.postMessage({}); }
+      catch (e) { parentPort.postMessage({ error: e.message, code: e.code }); }
+    `);
+    expect(result.code).toBe('QBD_CONTEXT_VIOLATION');
   });
 
   it('throws when I/O-context code is started on the main loop', async () => {

@@ -1,18 +1,33 @@
 /**
- * Character devices that carry monitors: `socket` (UNIX or TCP, optionally
- * WebSocket) and `stdio`. Like QEMU's, a server socket serves one client at a
- * time; a client that connects while another is served waits, greeted only
- * when its turn comes.
+ * Character devices: `socket` (UNIX or TCP server, optionally WebSocket),
+ * `stdio`, `file`, `null`, `ringbuf` and `memory`. A chardev carries at
+ * most one frontend, a monitor, which receives each connection the chardev
+ * makes. Like QEMU's, a server socket serves one client at a time; a client
+ * that connects while another is served waits, greeted only when its turn
+ * comes.
  */
+import type { PropertyAccessor } from '../../qom/tree';
 import type { Transport } from '../transport';
+
+/** The backends qbd implements (QAPI's ChardevBackendKind, trimmed). */
+export type ChardevKind = 'file' | 'socket' | 'null' | 'stdio' | 'ringbuf' | 'memory';
 
 export interface Chardev {
   readonly id: string;
-  /** Starts listening; with wait=on, resolves once the first client has connected. */
+  readonly kind: ChardevKind;
+  /** The QOM type, as qom-list shows it (`chardev-socket`). */
+  readonly qomType: string;
+  /** Whether a monitor on it offers out-of-band execution: the reference's does only on chardevs that can run in their own context. */
+  readonly offersOob: boolean;
+  /** Opens files or starts listening; with wait=on, resolves once the first client has connected. */
   open(): Promise<void>;
   /** Sets who receives each connection (a monitor). */
   attach(onConnection: (t: Transport) => void): void;
   close(): Promise<void>;
+  /** What query-chardev shows as `filename`. */
+  filename(): string;
+  /** QOM properties of the backend's class beyond `type`. */
+  accessor?(property: string): PropertyAccessor | undefined;
 }
 
 /** Hands out connections one at a time, the next when the current one closes. */
@@ -47,4 +62,21 @@ export class OneAtATime {
     t.resume();
     this.sink(t);
   }
+}
+
+/**
+ * The one connection of a chardev that only writes what its frontend says
+ * (file, null, ringbuf): nothing ever arrives from it and it never closes.
+ * Lines end with CRLF, as QEMU's monitor writes them.
+ */
+export function outputOnlyTransport(peer: string, write: (bytes: Buffer) => void): Transport {
+  return {
+    peer,
+    send: (text) => write(Buffer.from(text + '\r\n', 'utf8')),
+    pause: () => undefined,
+    resume: () => undefined,
+    close: () => undefined,
+    onData: () => undefined,
+    onClose: () => undefined,
+  };
 }

@@ -1,14 +1,24 @@
-/** `--chardev stdio`: a monitor on standard input and output. Logs stay on stderr. */
+/**
+ * `stdio`: a chardev on standard input and output. Logs stay on stderr.
+ * Only one chardev may use stdio at a time, as in the reference.
+ */
 import type { Transport } from '../transport';
 import type { Chardev } from './chardev';
 
+let stdioInUse = false;
+
 export class StdioChardev implements Chardev {
+  readonly kind = 'stdio';
+  readonly qomType = 'chardev-stdio';
+  readonly offersOob = true;
   private onConnection: ((t: Transport) => void) | undefined;
   private opened = false;
 
   constructor(readonly id: string) {}
 
   async open(): Promise<void> {
+    if (stdioInUse) throw new Error('cannot use stdio by multiple character devices');
+    stdioInUse = true;
     this.opened = true;
     this.offer();
   }
@@ -19,7 +29,14 @@ export class StdioChardev implements Chardev {
   }
 
   async close(): Promise<void> {
+    if (!this.opened) return;
+    this.opened = false;
+    stdioInUse = false;
     process.stdin.pause();
+  }
+
+  filename(): string {
+    return 'stdio';
   }
 
   private offer(): void {
