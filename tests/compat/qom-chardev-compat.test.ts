@@ -311,6 +311,53 @@ async function listSession(flavour: 'qbd' | 'qsd', commands: string[]): Promise<
   }
 }
 
+/** Polls until the chardev's `connected` is `want`; gives up after a bounded number of tries. */
+async function until(c: QmpTestClient, id: string, want: boolean): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if ((await c.execute('qom-get', { path: `/chardevs/${id}`, property: 'connected' })).return === want) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  throw new Error(`${id} never became connected=${want}`);
+}
+
+/** A client socket with reconnect: made before its server exists, connecting once it does and again after losing it. */
+async function reconnectSession(flavour: 'qbd' | 'qsd'): Promise<Json[]> {
+  const daemon = await startDaemon(flavour);
+  const dir = daemon.dir;
+  const peerPath = path.join(dir, 'peer.sock');
+  const accepted: net.Socket[] = [];
+  let peer: net.Server | undefined;
+  try {
+    const c = await daemon.client();
+    const seen: Json[] = [];
+    const look = async (): Promise<void> => {
+      const r1 = (await c.execute('query-chardev')).return.find((x: Json) => x.label === 'r1');
+      seen.push(comparable(r1, dir));
+    };
+    seen.push(comparable(await c.execute('chardev-add', { id: 'r0', backend: unixSocket(peerPath, { server: true, reconnect: 1 }) }), dir));
+    seen.push(comparable(await c.execute('chardev-add', { id: 'r1', backend: unixSocket(peerPath, { server: false, reconnect: 1 }) }), dir));
+    await look();
+    const server = net.createServer((s) => accepted.push(s));
+    peer = server;
+    await new Promise<void>((resolve) => server.listen(peerPath, resolve));
+    await until(c, 'r1', true);
+    await look();
+    accepted[0]!.destroy();
+    await until(c, 'r1', false);
+    await look();
+    await until(c, 'r1', true);
+    await look();
+    expect(accepted).toHaveLength(2);
+    c.close();
+    return seen;
+  } finally {
+    for (const s of accepted) s.destroy();
+    peer?.close();
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe.skipIf(!ready)('QOM and character devices over QMP, against the reference', () => {
   beforeAll(() => {
     root = tempDir('qbd-qom-pki-');
@@ -335,6 +382,19 @@ describe.skipIf(!ready)('QOM and character devices over QMP, against the referen
     expect(text).toContain("Failed to connect to '$DIR/none.sock': No such file or directory");
     expect(text).toContain('Expected TLS credentials for a server endpoint');
   }, 120_000);
+
+  it('reconnects a client socket as the reference does', async () => {
+    const [ours, theirs] = await Promise.all([reconnectSession('qbd'), reconnectSession('qsd')]);
+    expect(ours).toEqual(theirs);
+    expect(theirs.map((x: Json) => x.filename ?? x.error?.desc ?? 'ok')).toEqual([
+      "Failed to add chardev 'r0': 'reconnect' option is incompatible with socket in server listen mode",
+      'ok',
+      'disconnected:unix:$DIR/peer.sock',
+      'unix:',
+      'disconnected:unix:$DIR/peer.sock',
+      'unix:',
+    ]);
+  }, 60_000);
 
   it('lists the reference types and backends that qbd implements, in the reference order', async () => {
     const commands = [

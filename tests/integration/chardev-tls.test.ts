@@ -127,6 +127,35 @@ describe.skipIf(!ready)('a monitor on a TLS socket chardev, against the referenc
     }
   }, 60_000);
 
+  it('connects a TLS client socket to a TLS server, checking its certificate (qbd)', async () => {
+    const secured: tls.TLSSocket[] = [];
+    const server = tls.createServer(
+      { cert: fs.readFileSync(path.join(pki.serverDir, 'server-cert.pem')), key: fs.readFileSync(path.join(pki.serverDir, 'server-key.pem')) },
+      (s) => secured.push(s),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = String((server.address() as { port: number }).port);
+    const dir = tempDir('qbd-chardev-tls-client-');
+    const daemon = await startDaemon('qbd', ['--object', `tls-creds-x509,id=xc,dir=${pki.clientDir}`, '--object', `tls-creds-x509,id=xs,dir=${pki.serverDir},endpoint=server`], { dir });
+    try {
+      const c = await daemon.client();
+      const socket = (extra: Record<string, unknown>) => ({ type: 'socket', data: { addr: { type: 'inet', data: { host: '127.0.0.1', port } }, server: false, ...extra } });
+      expect((await c.execute('chardev-add', { id: 'c0', backend: socket({ 'tls-creds': 'xc' }) })).return).toEqual({});
+      expect((await c.execute('qom-get', { path: '/chardevs/c0', property: 'connected' })).return).toBe(true);
+      expect((await c.execute('chardev-add', { id: 'c1', backend: socket({ 'tls-creds': 'xs' }) })).error.desc).toBe(
+        "Failed to add chardev 'c1': Expected TLS credentials for a client endpoint",
+      );
+      for (let i = 0; i < 500 && secured.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(secured).toHaveLength(1);
+      c.close();
+    } finally {
+      for (const s of secured) s.destroy();
+      server.close();
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('greets a PSK client with a key from keys.psk', async () => {
     const psk = (): tls.ConnectionOptions => ({ pskCallback: () => ({ identity: 'alice', psk: Buffer.from(ALICE_KEY(), 'hex') }), ciphers: 'PSK' });
     const r = await both(() => [`tls-creds-psk,id=p0,dir=${pki.pskServerDir},endpoint=server`], 'tls-creds=p0', psk);

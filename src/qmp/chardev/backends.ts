@@ -37,22 +37,24 @@ export type ChardevBackend =
   | { type: 'ringbuf' | 'memory'; data: ChardevCommon & { size?: number | bigint } };
 
 /** Socket options that qbd does not implement, when they ask for something. */
-const UNSUPPORTED_SOCKET_OPTIONS = ['telnet', 'tn3270', 'reconnect'] as const;
+const UNSUPPORTED_SOCKET_OPTIONS = ['telnet', 'tn3270'] as const;
 
 function socketChardev(id: string, opts: ChardevSocketOptions, defaults: { server: boolean; wait: boolean }): SocketChardev {
   const server = opts.server ?? defaults.server;
   // The reference's checks, in its order.
   if (opts.addr.type === 'unix' && opts['tls-creds'] !== undefined) throw new Error(`'tls_creds' option is incompatible with 'unix' address type`);
   if (opts['tls-authz'] !== undefined && opts['tls-creds'] === undefined) throw new Error(`'tls_authz' option requires 'tls_creds' option`);
+  if (server && opts.reconnect !== undefined) throw new Error(`'reconnect' option is incompatible with socket in server listen mode`);
   if (!server) {
     if (opts.websocket) throw new Error('Websocket client is not implemented');
     if (opts.wait !== undefined) throw new Error(`'wait' option is incompatible with socket in client connect mode`);
   }
   for (const key of UNSUPPORTED_SOCKET_OPTIONS) {
     const v = opts[key];
-    if (v !== undefined && v !== false && v !== 0) throw new Error(`socket option '${key}' is not supported`);
+    if (v === true) throw new Error(`socket option '${key}' is not supported`);
   }
   const common: Omit<SocketChardevOptions, 'path' | 'host' | 'port'> = { id, server, wait: server && (opts.wait ?? defaults.wait), websocket: opts.websocket ?? false };
+  if (opts.reconnect !== undefined) common.reconnect = Number(opts.reconnect);
   if (opts['tls-creds'] !== undefined) {
     if (common.websocket) throw new Error(`TLS on a WebSocket chardev is not supported`);
     common.tls = { creds: tlsCredsFor(opts['tls-creds'], server ? 'server' : 'client') };

@@ -26,6 +26,8 @@ export interface SocketChardevOptions {
   websocket: boolean;
   /** TCP only: the handshake each connection goes through first. */
   tls?: ChardevTls;
+  /** Client only: seconds between attempts to (re)connect; without it a client connects once, when made. */
+  reconnect?: number;
 }
 
 /** One accepted client, with the addresses query-chardev shows while it is connected. */
@@ -50,6 +52,9 @@ export class SocketChardev implements Chardev {
   /** Connected clients, oldest (the one served) first. */
   private readonly connections: Connection[] = [];
   private firstClient: (() => void) | undefined;
+  /** A reconnecting client's next attempt, and whether the chardev is going away. */
+  private retry: NodeJS.Timeout | undefined;
+  private closing = false;
 
   constructor(private readonly opts: SocketChardevOptions) {}
 
@@ -58,7 +63,12 @@ export class SocketChardev implements Chardev {
   }
 
   async open(): Promise<void> {
-    if (!this.opts.server) return this.connect();
+    if (!this.opts.server) {
+      // A reconnecting client is made at once and connects in the background, as the reference's does.
+      if ((this.opts.reconnect ?? 0) > 0) return this.keepConnected();
+      await this.connect();
+      return;
+    }
     const { path, host, port } = this.opts;
     const server = this.opts.websocket ? await this.websocketServer() : net.createServer((s) => this.acceptSocket(s));
     this.server = server;
@@ -90,8 +100,28 @@ export class SocketChardev implements Chardev {
     }
   }
 
+  /** Client mode with `reconnect`: tries now, and again `reconnect` seconds after a failure or a disconnection. */
+  private keepConnected(): void {
+    if (this.closing) return;
+    this.connect().then(
+      (t) => {
+        if (this.closing) return t.close();
+        t.onClose(() => this.retryLater());
+      },
+      (err: Error) => {
+        log.warn({ chardev: this.id, err: err.message }, 'Unable to connect character device');
+        this.retryLater();
+      },
+    );
+  }
+
+  private retryLater(): void {
+    if (this.closing) return;
+    this.retry = setTimeout(() => this.keepConnected(), this.opts.reconnect! * 1000);
+  }
+
   /** Client mode: connects now, or fails with the reference's words. */
-  private async connect(): Promise<void> {
+  private async connect(): Promise<Transport> {
     const { path, host, port } = this.opts;
     const where = path ?? `${host}:${port}`;
     const sock = path !== undefined ? net.createConnection(path) : net.createConnection(Number(port), host);
@@ -105,12 +135,15 @@ export class SocketChardev implements Chardev {
       sock.destroy();
       throw new Error(`Failed to connect to '${where}': ${strerror(err.code)}`);
     });
-    if (!this.opts.tls) return this.accept(socketTransport(sock, where), sock);
-    const secure = await connectTls(sock, this.opts.tls, host).catch((err: Error) => {
-      sock.destroy();
-      throw new Error(`TLS handshake with '${where}' failed: ${err.message}`);
-    });
-    this.accept(socketTransport(secure, where), secure);
+    const stream = !this.opts.tls
+      ? sock
+      : await connectTls(sock, this.opts.tls, host).catch((err: Error) => {
+          sock.destroy();
+          throw new Error(`TLS handshake with '${where}' failed: ${err.message}`);
+        });
+    const t = socketTransport(stream, where);
+    this.accept(t, stream);
+    return t;
   }
 
   /** A new connection on the listening socket, after its TLS handshake when there is one. */
@@ -171,6 +204,8 @@ export class SocketChardev implements Chardev {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.retry);
     for (const c of [...this.connections]) c.transport.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     // A client's path is its server's socket, not ours to remove.
