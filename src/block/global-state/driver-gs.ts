@@ -4,6 +4,7 @@
  * `{ descriptor, gs, io }`: this half never loads in a worker.
  */
 import type { BlockDriverDescriptor } from '../common/driver-descriptor';
+import type { InternalSnapshotInfo, InternalSnapshotResult } from '../common/internal-snapshot';
 import type { NodeRequest, NodeRequestResult } from '../common/io-context-protocol';
 import type { StoredBitmap } from '../common/shared-dirty-bitmap';
 import type { BlockNode } from './block-node';
@@ -67,6 +68,13 @@ export interface GsDriver<S = any> {
    * writable. Errors carry an errno `code`.
    */
   changeBackingFile?(node: BlockNode, name: string | undefined, format: string | undefined): Promise<void>;
+  /**
+   * Present for formats that keep internal snapshots: the snapshots the
+   * image holds now. The I/O half takes and deletes them.
+   */
+  internalSnapshots?(node: BlockNode): readonly InternalSnapshotInfo[];
+  /** Records what an internal snapshot operation of the I/O half changed. */
+  internalSnapshotsChanged?(node: BlockNode, result: InternalSnapshotResult): void;
   /** The file name a query shows, when the node has one of its own (a path, an URI). */
   plainFilename?(node: BlockNode): string | undefined;
   /** The node's length now, when it can change behind the GS half's back (a file a format grew). */

@@ -257,6 +257,19 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     else delete st.backingFormat;
   },
 
+  internalSnapshots(node) {
+    return stateOf(node).snapshots ?? [];
+  },
+
+  internalSnapshotsChanged(node, result) {
+    const st = stateOf(node);
+    if (result.snapshots.length > 0) st.snapshots = result.snapshots;
+    else delete st.snapshots;
+    st.nbSnapshots = result.snapshots.length;
+    // An I/O half made again from this state (a move to another iothread) must find the new table.
+    st.snapshotsOffset = (result.driverData as { snapshotsOffset: number }).snapshotsOffset;
+  },
+
   imageInfo(node) {
     const st = stateOf(node);
     const info: ImageFacts = { clusterSize: 2 ** st.clusterBits, dirtyFlag: st.dirty };

@@ -58,6 +58,7 @@ import {
   setRefcount,
 } from './common';
 import { type CacheEntry, MetadataCache } from './io-cache';
+import { readSnapshotEntries, type SnapshotEntry } from './snapshot-table';
 
 /** Metadata kinds, worded as QEMU's overlap messages name them. */
 const KIND = {
@@ -67,6 +68,7 @@ const KIND = {
   REFTABLE: 'refcount table',
   REFBLOCK: 'refcount block',
   SNAPSHOTS: 'snapshot table',
+  INACTIVE_L1: 'inactive L1 table',
 } as const;
 type Kind = (typeof KIND)[keyof typeof KIND];
 
@@ -125,6 +127,10 @@ export class Qcow2Image {
   autoclear = 0n;
   /** Corruption found at run time: every request fails from now on. */
   fatal = false;
+  /** The internal snapshot table as the header points at it now. */
+  snapshots: SnapshotEntry[] = [];
+  snapshotsOffset = 0;
+  snapshotsBytes = 0;
 
   private l2Cache!: MetadataCache;
   private refCache!: MetadataCache;
@@ -233,8 +239,26 @@ export class Qcow2Image {
       const off = Number(e & OFFSET_MASK);
       if (off) this.meta.set(Math.floor(off / this.cs), KIND.L2);
     }
-    if (this.st.nbSnapshots > 0) this.markRange(this.st.snapshotsOffset, this.cs, KIND.SNAPSHOTS);
+    this.snapshotsOffset = this.st.snapshotsOffset;
+    this.snapshots = [];
+    if (this.st.nbSnapshots > 0) {
+      const table = await readSnapshotEntries(
+        async (o, n) => {
+          const b = Buffer.alloc(Math.max(0, Math.min(n, this.file.length - o)));
+          await this.readFile(o, b);
+          return b;
+        },
+        this.snapshotsOffset,
+        this.st.nbSnapshots,
+        this.size,
+      );
+      this.snapshots = table.entries;
+      this.snapshotsBytes = table.bytes;
+      this.markRange(this.snapshotsOffset, this.snapshotsBytes, KIND.SNAPSHOTS);
+      for (const sn of this.snapshots) if (sn.l1Size > 0) this.markRange(sn.l1Offset, sn.l1Size * 8, KIND.INACTIVE_L1);
+    }
   }
+
 
   private markRange(offset: number, bytes: number, kind: Kind): void {
     const first = Math.floor(offset / this.cs);
@@ -808,6 +832,13 @@ export class Qcow2Image {
     if (off) this.queueFreeCluster(off / this.cs);
   }
 
+  /** Queues the release of the clusters of [offset, offset + bytes), applied once the references dropped are on disk. */
+  queueFreeRange(offset: number, bytes: number): void {
+    const first = Math.floor(offset / this.cs);
+    const last = Math.floor((offset + Math.max(bytes, 1) - 1) / this.cs);
+    for (let c = first; c <= last; c++) this.queueFreeCluster(c);
+  }
+
   get freesPending(): number {
     return this.pendingFrees.size;
   }
@@ -999,6 +1030,79 @@ export class Qcow2Image {
       pos += inCluster;
     }
     return out;
+  }
+
+  // ---- internal snapshots -------------------------------------------------------
+
+  /**
+   * Adds `delta` to a cluster's refcount now. Raising is always safe (a
+   * crash leaks); lowering here is only for a reference never written (an
+   * increase being undone): other releases go through queueFree.
+   */
+  async adjustRefcount(cluster: number, delta: number): Promise<number> {
+    const release = await this.allocLock.lock();
+    try {
+      const left = await this.changeRefcount(cluster, delta);
+      if (left === 0 && cluster < this.freeHint) this.freeHint = cluster;
+      return left;
+    } finally {
+      release();
+    }
+  }
+
+  /** Sets active L1 entry `i` (written, not synced). */
+  async writeL1Entry(i: number, value: bigint): Promise<void> {
+    await this.setL1Entry(i, value);
+  }
+
+  /** An L2 table that was freed leaves the cache (it was never dirty: only snapshots referenced it). */
+  forgetL2Table(off: number): void {
+    this.l2Cache.drop(off);
+  }
+
+  /** Writes a table the image will reference (an L1 copy) into allocated clusters, checked against the metadata. */
+  async writeNewMetadata(offset: number, buf: Buffer, kind: 'inactive L1 table'): Promise<void> {
+    await this.checkOverlap(offset, buf.length);
+    await this.writeFile(offset, buf);
+    this.markRange(offset, buf.length, kind);
+  }
+
+  /** An inactive L1 table going away: no longer protected by the overlap check. */
+  unmarkInactiveL1(offset: number, bytes: number): void {
+    this.unmarkRange(offset, bytes);
+  }
+
+  /**
+   * Makes the header point at a new snapshot table holding `entries`
+   * (encoded as `table`): the table is written to new clusters and synced
+   * with every refcount raised so far, then the header's count and offset
+   * switch in one write, then the old table's clusters are queued for
+   * release. An empty table is recorded as offset 0.
+   */
+  async replaceSnapshotTable(entries: SnapshotEntry[], table: Buffer): Promise<void> {
+    let offset = 0;
+    if (entries.length > 0) {
+      offset = await this.allocClusters(Math.ceil(table.length / this.cs));
+      await this.checkOverlap(offset, table.length);
+      await this.writeFile(offset, table);
+    }
+    await this.ensureRefFlushed();
+    await this.l2Cache.flush();
+    await this.ensureSynced();
+    const hdr = Buffer.alloc(12);
+    hdr.writeUInt32BE(entries.length, 0);
+    hdr.writeBigUInt64BE(BigInt(offset), 4);
+    await this.writeHeaderField(HDR.nbSnapshots, hdr);
+    if (this.snapshots.length > 0) {
+      this.unmarkRange(this.snapshotsOffset, this.snapshotsBytes);
+      this.queueFreeRange(this.snapshotsOffset, this.snapshotsBytes);
+    }
+    this.snapshots = entries;
+    this.snapshotsOffset = offset;
+    this.snapshotsBytes = table.length;
+    this.st.nbSnapshots = entries.length;
+    this.st.snapshotsOffset = offset;
+    if (entries.length > 0) this.markRange(offset, table.length, KIND.SNAPSHOTS);
   }
 
   // ---- reading -------------------------------------------------------------
