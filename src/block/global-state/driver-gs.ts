@@ -100,6 +100,12 @@ export interface GsDriver<S = any> {
    */
   create?(options: Record<string, unknown>, ctx: CreateContext): Promise<void>;
   /**
+   * x-blockdev-amend for this driver (`options` are the BlockdevAmendOptions
+   * variant, of the node's own driver). Runs in the job's run step on the
+   * main loop; a thrown error's message becomes the job's error.
+   */
+  amend?(node: BlockNode, options: Record<string, unknown>, force: boolean): Promise<void>;
+  /**
    * Creates an image file at a path, as QEMU's bdrv_img_create does for
    * blockdev-snapshot-sync; `options` are the format's creation options
    * (size, backing-file, backing-fmt).

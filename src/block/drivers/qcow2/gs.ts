@@ -302,6 +302,11 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     return { type: 'qcow2', data };
   },
 
+  async amend(_node, options) {
+    // qbd opens no encrypted qcow2 image, so there is never an encryption to amend.
+    if (options.encrypt !== undefined) throw new Error("image is not encrypted, can't amend");
+  },
+
   create: createQcow2,
   createImageFile: createQcow2File,
 };
