@@ -6,7 +6,8 @@
  * snapshot leaves the snapshot's content alone, and deleting snapshots
  * gives their clusters back.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,6 +101,19 @@ function model(name: string, size: number, ...cmds: string[]): string {
   for (const c of cmds) args.push('-c', c);
   execFileSync('qemu-io', [...args, p]);
   return p;
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** The guest data of snapshot `snap` of `image`. */
+function contentOf(image: string, snap: string): Buffer {
+  const out = img(`content-${process.hrtime.bigint()}.raw`);
+  qemuImg('convert', '-f', 'qcow2', '-l', `snapshot.name=${snap}`, '-O', 'raw', image, out);
+  const data = fs.readFileSync(out);
+  fs.rmSync(out);
+  return data;
 }
 
 /** Asserts the guest data of snapshot `snap` of `image` (the active layer when undefined) equals the raw `expected`. */
@@ -271,5 +285,54 @@ describe.skipIf(!haveTools)('internal snapshots, their data', () => {
     expectContent(image, undefined, model('m-final3.raw', size, 'write -P 1 0 1M', 'write -P 5 2M 64k', 'write -P 9 3M 64k', ...afterS1, ...afterS2, 'write -P 8 2M 64k', 'write -P 10 100k 4k'));
     // The clusters only the snapshots held are free again: a leak would show here.
     expect(report.report.leaks ?? 0).toBe(0);
+  });
+
+  it('takes and deletes snapshots while a client keeps writing, and the image stays consistent', async () => {
+    const size = 4 << 20;
+    const image = img('busy.qcow2');
+    qcow2('busy.qcow2', '4M', '-o', 'cluster_size=65536');
+    // Every write both overwrites whole clusters and touches parts of others, in an order that revisits each.
+    const writes: Array<{ pattern: number; offset: number; bytes: number }> = [];
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 64; i++) writes.push({ pattern: round * 64 + i + 1, offset: (((i * 37) % 56) * 64 + round * 5) << 10, bytes: (48 + (i % 3) * 40) << 10 });
+    }
+    const commands = writes.map((w) => `write -P ${w.pattern} ${w.offset} ${w.bytes}`);
+    const expected = model('m-busy.raw', size, ...commands);
+    // A snapshot is taken between two writes: its content is the disk after some prefix of them.
+    const states = new Set<string>();
+    const disk = Buffer.alloc(size);
+    states.add(sha256(disk));
+    for (const w of writes) {
+      disk.fill(w.pattern, w.offset, w.offset + w.bytes);
+      states.add(sha256(disk));
+    }
+    const d = await startDaemon('qbd', [], { dir: tempDir('qbd-isnap-busy-') });
+    try {
+      const c = await d.client();
+      const sock = path.join(d.dir, 'nbd.sock');
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'b', file: { driver: 'file', filename: image } });
+      await c.cmd('nbd-server-start', { addr: { type: 'unix', data: { path: sock } } });
+      await c.cmd('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'b', writable: true });
+      const args = ['-f', 'raw', ...commands.flatMap((w) => ['-c', w]), `nbd+unix:///b?socket=${sock}`];
+      const writer = spawn('qemu-io', args, { stdio: 'ignore' });
+      const done = new Promise<number | null>((resolve) => writer.on('exit', resolve));
+      let taken = 0;
+      let running = true;
+      void done.then(() => (running = false));
+      // At least three snapshots, more while the writer runs; every other one deleted again.
+      while (taken < 3 || (running && taken < 40)) {
+        await c.cmd('blockdev-snapshot-internal-sync', { device: 'b', name: `busy${taken}` });
+        if (taken % 2 === 1) await c.cmd('blockdev-snapshot-delete-internal-sync', { device: 'b', name: `busy${taken - 1}` });
+        taken++;
+      }
+      expect(await done).toBe(0);
+    } finally {
+      await d.stop();
+    }
+    expect(check(image).status).toBe(0);
+    expectContent(image, undefined, expected);
+    const left = JSON.parse(qemuImg('info', '--output=json', image)).snapshots as Json[];
+    expect(left.length).toBeGreaterThan(0);
+    for (const snap of left) expect(states.has(sha256(contentOf(image, snap.name))), snap.name).toBe(true);
   });
 });
