@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise, structuralDiff, type Json } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { startDaemon, tempDir, type DaemonLimits, type RunningDaemon } from '../helpers/daemons';
 import type { QmpTestClient } from '../helpers/qmp-client';
 import { toolAvailable } from '../helpers/tools';
 import { check, qemuImg, qemuIo } from './helpers';
@@ -58,11 +58,16 @@ async function transcript(c: QmpTestClient, cmds: Array<[string, Json?]>): Promi
 }
 
 /** Runs `steps` on a fresh daemon of each flavour, with the images `setup` makes anew before each; `after` looks at the images once the daemon is gone. */
-async function both(setup: () => void, steps: (c: QmpTestClient, d: RunningDaemon) => Promise<Json>, after: () => Json = () => null): Promise<{ ours: Json; theirs: Json }> {
+async function both(
+  setup: () => void,
+  steps: (c: QmpTestClient, d: RunningDaemon) => Promise<Json>,
+  after: () => Json = () => null,
+  limits: DaemonLimits = {},
+): Promise<{ ours: Json; theirs: Json }> {
   const out: Json[] = [];
   for (const flavour of ['qbd', 'qsd'] as const) {
     setup();
-    const d = await startDaemon(flavour, [], { dir: tempDir(`qbd-isnap-${flavour}-`) });
+    const d = await startDaemon(flavour, [], { dir: tempDir(`qbd-isnap-${flavour}-`), ...limits });
     let result: Json;
     try {
       const c = await d.client();
@@ -211,6 +216,37 @@ describe.skipIf(!haveTools)('internal snapshots, beside qemu-storage-daemon', ()
     expect(ours.after.t1.snapshots.map((s: Json) => s.name)).toEqual(['kept']);
     expect(ours.after.t1.check.status).toBe(0);
     expect(ours.after.t2.check.status).toBe(0);
+    expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
+  });
+});
+
+describe.skipIf(!haveTools)('internal snapshots when the image file cannot grow, beside qemu-storage-daemon', () => {
+  // No room at all; room for the L1 copy but not the snapshot table; room for both.
+  it.each([0, 64, 128])('answers as the reference with %i KiB to grow, and a failed snapshot leaves the image clean', async (room) => {
+    const setup = (): void => {
+      qcow2('full.qcow2');
+      qemuIo(img('full.qcow2'), 'write -P 1 0 128k');
+    };
+    setup();
+    const limit = Math.ceil(fs.statSync(img('full.qcow2')).size / 1024) + room;
+    const { ours, theirs } = await both(
+      setup,
+      async (c) => {
+        await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n', file: file('full.qcow2') });
+        return transcript(c, [
+          ['blockdev-snapshot-internal-sync', { device: 'n', name: 's1' }],
+          ['blockdev-snapshot-internal-sync', { device: 'n', name: 's1' }],
+          ['query-named-block-nodes'],
+        ]);
+      },
+      () => imageFacts('full.qcow2'),
+      { fileSizeLimitKiB: limit },
+    );
+    expect(ours.result[0]['blockdev-snapshot-internal-sync']).toEqual(room < 128 ? { class: 'GenericError', desc: "Failed to create snapshot 's1' on device 'n': File too large" } : {});
+    // qbd undoes what it did before the failure; the reference may leave leaked clusters.
+    expect(ours.after.check.status).toBe(0);
+    delete ours.after.check;
+    delete theirs.after.check;
     expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
   });
 });

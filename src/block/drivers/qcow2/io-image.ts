@@ -343,7 +343,16 @@ export class Qcow2Image {
     try {
       // Grow in steps: one ftruncate per allocated cluster would dominate allocating writes.
       const step = growStep(this.file.length);
-      if (end > this.file.length) await truncateNode(this.file, Math.ceil(end / step) * step, false, 'off');
+      const target = Math.ceil(end / step) * step;
+      if (end > this.file.length) {
+        try {
+          await truncateNode(this.file, target, false, 'off');
+        } catch (err) {
+          // A quota or a nearly full disk may leave room for the write but not for the whole step.
+          if (target === end) throw err;
+          await truncateNode(this.file, end, false, 'off');
+        }
+      }
     } finally {
       release();
     }
@@ -1077,32 +1086,51 @@ export class Qcow2Image {
    * (encoded as `table`): the table is written to new clusters and synced
    * with every refcount raised so far, then the header's count and offset
    * switch in one write, then the old table's clusters are queued for
-   * release. An empty table is recorded as offset 0.
+   * release. An empty table is recorded as offset 0. `snapshots` changes
+   * only once the header write was attempted: when it is unchanged after a
+   * failure, the image on disk is as it was.
    */
   async replaceSnapshotTable(entries: SnapshotEntry[], table: Buffer): Promise<void> {
     let offset = 0;
-    if (entries.length > 0) {
-      offset = await this.allocClusters(Math.ceil(table.length / this.cs));
-      await this.checkOverlap(offset, table.length);
-      await this.writeFile(offset, table);
+    const clusters = Math.ceil(table.length / this.cs);
+    try {
+      if (entries.length > 0) {
+        offset = await this.allocClusters(clusters);
+        await this.checkOverlap(offset, table.length);
+        await this.writeFile(offset, table);
+      }
+      await this.ensureRefFlushed();
+      await this.l2Cache.flush();
+      await this.ensureSynced();
+    } catch (err) {
+      // Nothing references the new table yet: its clusters go back at once.
+      if (offset) for (let k = 0; k < clusters; k++) await this.adjustRefcount(offset / this.cs + k, -1).catch(() => undefined);
+      throw err;
     }
-    await this.ensureRefFlushed();
-    await this.l2Cache.flush();
-    await this.ensureSynced();
     const hdr = Buffer.alloc(12);
     hdr.writeUInt32BE(entries.length, 0);
     hdr.writeBigUInt64BE(BigInt(offset), 4);
-    await this.writeHeaderField(HDR.nbSnapshots, hdr);
+    try {
+      await this.writeHeaderField(HDR.nbSnapshots, hdr);
+    } catch (err) {
+      // The header may or may not have reached the disk: carry on as if it had, the safe assumption (old table kept, leaked at worst).
+      this.adoptSnapshotTable(entries, offset, table.length, false);
+      throw err;
+    }
+    this.adoptSnapshotTable(entries, offset, table.length, true);
+  }
+
+  private adoptSnapshotTable(entries: SnapshotEntry[], offset: number, bytes: number, freeOld: boolean): void {
     if (this.snapshots.length > 0) {
       this.unmarkRange(this.snapshotsOffset, this.snapshotsBytes);
-      this.queueFreeRange(this.snapshotsOffset, this.snapshotsBytes);
+      if (freeOld) this.queueFreeRange(this.snapshotsOffset, this.snapshotsBytes);
     }
     this.snapshots = entries;
     this.snapshotsOffset = offset;
-    this.snapshotsBytes = table.length;
+    this.snapshotsBytes = bytes;
     this.st.nbSnapshots = entries.length;
     this.st.snapshotsOffset = offset;
-    if (entries.length > 0) this.markRange(offset, table.length, KIND.SNAPSHOTS);
+    if (entries.length > 0) this.markRange(offset, bytes, KIND.SNAPSHOTS);
   }
 
   // ---- reading -------------------------------------------------------------

@@ -76,8 +76,8 @@ async function clearCopiedFlags(img: Qcow2Image): Promise<void> {
   await img.flushAll();
 }
 
-/** Raises the refcount of every cluster the active tables reach; undone if one cannot rise. */
-async function raiseActiveRefcounts(img: Qcow2Image): Promise<void> {
+/** Raises the refcount of every cluster the active tables reach (returned); undone if one cannot rise. */
+async function raiseActiveRefcounts(img: Qcow2Image): Promise<number[]> {
   const raised: number[] = [];
   try {
     for (let i = 0; i < img.l1.length; i++) {
@@ -97,6 +97,26 @@ async function raiseActiveRefcounts(img: Qcow2Image): Promise<void> {
     // Nothing references the new counts yet: taking them back is safe.
     for (const c of raised.reverse()) await img.adjustRefcount(c, -1).catch(() => undefined);
     throw err;
+  }
+  return raised;
+}
+
+/**
+ * Undoes a snapshot that failed before the header switched to it: nothing
+ * on disk references the raised refcounts nor the L1 copy, so they drop at
+ * once, and the COPIED flags come back. A failure here leaves leaks or
+ * flags cleared for nothing, both harmless to the data.
+ */
+async function undoSnapshot(img: Qcow2Image, raised: number[], l1Copy: { offset: number; clusters: number } | undefined): Promise<void> {
+  try {
+    for (const c of raised) await img.adjustRefcount(c, -1);
+    if (l1Copy) {
+      img.unmarkInactiveL1(l1Copy.offset, l1Copy.clusters * img.cs);
+      for (let k = 0; k < l1Copy.clusters; k++) await img.adjustRefcount(l1Copy.offset / img.cs + k, -1);
+    }
+    await restoreCopiedFlags(img);
+  } catch {
+    // The error that made the snapshot fail is the one to report.
   }
 }
 
@@ -122,13 +142,21 @@ async function takeSnapshot(img: Qcow2Image, op: Extract<InternalSnapshotOp, { k
   img.l1.forEach((v, i) => l1Copy.writeBigUInt64BE(v, i * 8));
   await img.flushAll();
   await clearCopiedFlags(img);
-  await raiseActiveRefcounts(img);
-  if (l1Copy.length > 0) {
-    entry.l1Offset = await img.allocClusters(Math.ceil(l1Copy.length / img.cs));
-    await img.writeNewMetadata(entry.l1Offset, l1Copy, 'inactive L1 table');
-  }
+  let raised: number[] = [];
+  let copy: { offset: number; clusters: number } | undefined;
   const entries = [...img.snapshots, entry];
-  await img.replaceSnapshotTable(entries, encodeSnapshotTable(entries));
+  try {
+    raised = await raiseActiveRefcounts(img);
+    if (l1Copy.length > 0) {
+      copy = { offset: await img.allocClusters(Math.ceil(l1Copy.length / img.cs)), clusters: Math.ceil(l1Copy.length / img.cs) };
+      entry.l1Offset = copy.offset;
+      await img.writeNewMetadata(entry.l1Offset, l1Copy, 'inactive L1 table');
+    }
+    await img.replaceSnapshotTable(entries, encodeSnapshotTable(entries));
+  } catch (err) {
+    if (!img.snapshots.includes(entry)) await undoSnapshot(img, raised, copy);
+    throw err;
+  }
   await img.flushAll();
   return { snapshots: entries.map(snapshotInfo), affected: snapshotInfo(entry) };
 }
