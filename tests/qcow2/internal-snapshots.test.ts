@@ -220,6 +220,31 @@ describe.skipIf(!haveTools)('internal snapshots, beside qemu-storage-daemon', ()
   });
 });
 
+describe.skipIf(!haveTools)('internal snapshots of nodes a job uses, beside qemu-storage-daemon', () => {
+  it('refuses the source and the target of a mirror as the reference does', async () => {
+    const setup = (): void => {
+      qcow2('src.qcow2');
+      qcow2('dst.qcow2');
+    };
+    const { ours, theirs } = await both(setup, async (c) => {
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'src', file: file('src.qcow2') });
+      await c.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'dst', file: file('dst.qcow2') });
+      await c.cmd('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'dst', sync: 'full' });
+      await c.waitEvent('BLOCK_JOB_READY');
+      const replies = await transcript(c, [
+        ['blockdev-snapshot-internal-sync', { device: 'src', name: 's' }],
+        ['blockdev-snapshot-internal-sync', { device: 'dst', name: 's' }],
+        ['blockdev-snapshot-delete-internal-sync', { device: 'dst', name: 's' }],
+      ]);
+      await c.cmd('block-job-cancel', { device: 'm' });
+      await c.waitEvent('BLOCK_JOB_COMPLETED');
+      return replies;
+    });
+    expect(JSON.stringify(ours)).toContain('Need a root block node');
+    expect(structuralDiff(ours, theirs, '$', true)).toEqual([]);
+  });
+});
+
 describe.skipIf(!haveTools)('internal snapshots when the image file cannot grow, beside qemu-storage-daemon', () => {
   // No room at all; room for the L1 copy but not the snapshot table; room for both.
   it.each([0, 64, 128])('answers as the reference with %i KiB to grow, and a failed snapshot leaves the image clean', async (room) => {

@@ -14,6 +14,7 @@ import { refuseGroupedCompletion, registerTransactionAction, type TransactionAct
 import { type InternalSnapshotInfo, type InternalSnapshotOp, snapshotMatches } from '../common/internal-snapshot';
 import * as proto from '../common/io-context-protocol';
 import type { BdrvChild, BlockNode } from './block-node';
+import { isRootNode } from './backing-file';
 import { checkNotBlocked } from './blockdev';
 import { drained, drainedBegin, drainedEnd, type DrainToken } from './drain';
 import { findNode } from './graph';
@@ -33,12 +34,12 @@ const ACTION = 'blockdev-snapshot-internal-sync';
 
 /**
  * QEMU's qmp_get_root_bs(): qbd has no named BlockBackends, so `device` is
- * a node name, and only a node that no other node uses qualifies.
+ * a node name, and only a node that no other node nor job uses qualifies.
  */
 function rootNode(device: string): BlockNode {
   const node = findNode(device);
   if (!node) throw QmpError.generic(`Cannot find device='${device}' nor node-name='${device}'`);
-  if (!node.parents.every((e) => e.parent.kind === 'backend')) throw QmpError.generic('Need a root block node');
+  if (!isRootNode(node)) throw QmpError.generic('Need a root block node');
   return node;
 }
 
