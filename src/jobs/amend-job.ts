@@ -30,6 +30,9 @@ export function startAmendJob(args: AmendArgs): void {
     args['job-id'],
     {
       type: 'amend',
+      free() {
+        node.references--;
+      },
       async run(j: Job) {
         j.progressTotal = 1;
         try {
@@ -41,5 +44,7 @@ export function startAmendJob(args: AmendArgs): void {
     },
     { autoFinalize: true, autoDismiss: false },
   );
+  // The node stays until the job is dismissed, as the reference's job holds a reference on it.
+  node.references++;
   job.start();
 }

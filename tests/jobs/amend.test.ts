@@ -54,11 +54,17 @@ describe.skipIf(!haveTools)('x-blockdev-amend, beside qemu-storage-daemon', () =
       await s.t.run('x-blockdev-amend', { 'job-id': 'twice', 'node-name': 'q', options: { driver: 'qcow2' } });
       await s.t.run('x-blockdev-amend', { 'job-id': 'twice', 'node-name': 'q', options: { driver: 'qcow2' } });
       await concludeAndDismiss(s, 'twice');
+      // A concluded job still holds its node until it is dismissed.
+      await s.t.run('x-blockdev-amend', { 'job-id': 'held', 'node-name': 'q', options: { driver: 'qcow2' } });
+      await waitFor(() => s.c.events.some((e: any) => e.data?.id === 'held' && e.data?.status === 'concluded'), 20_000, 'job held concluded');
+      await s.t.run('blockdev-del', { 'node-name': 'q' });
+      await s.t.run('job-dismiss', { id: 'held' });
       await s.t.run('blockdev-del', { 'node-name': 'q' });
       checks[s.daemon.flavour] = execFileSync('qemu-img', ['check', '-U', path.join(s.dir, 'q.qcow2')], { encoding: 'utf8' });
     });
     expect(r.qbd.t.lines).toEqual(r.qsd.t.lines);
-    for (const job of ['plain', 'forced', 'qcow-encrypt', 'luks-encrypt', 'twice']) {
+    expect(r.qbd.t.lines.join('\n')).toContain('Block device q is in use');
+    for (const job of ['plain', 'forced', 'qcow-encrypt', 'luks-encrypt', 'twice', 'held']) {
       expect(jobEvents(r.qbd.t.events, job), job).toEqual(jobEvents(r.qsd.t.events, job));
     }
     expect(r.qbd.t.lines.join('\n')).toContain("image is not encrypted, can't amend");
