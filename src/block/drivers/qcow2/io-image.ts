@@ -1059,6 +1059,72 @@ export class Qcow2Image {
     }
   }
 
+  /**
+   * Adds `delta` once per occurrence of each cluster in `clusters` (as
+   * adjustRefcount, for many clusters), each refcount block fetched once.
+   * All or nothing: a count that would leave its range changes none.
+   */
+  async adjustRefcounts(clusters: Iterable<number>, delta: number): Promise<void> {
+    const counts = new Map<number, number>();
+    for (const c of clusters) counts.set(c, (counts.get(c) ?? 0) + delta);
+    // A typed array sorts numerically, and fast: snapshots of large images count millions of clusters.
+    const sorted = Float64Array.from(counts.keys()).sort();
+    const epb = this.g.refcountBlockEntries;
+    const order = this.g.refcountOrder;
+    const release = await this.allocLock.lock();
+    try {
+      const blockOf = async (c: number): Promise<CacheEntry> => {
+        const blk = await this.refblockFor(c);
+        if (!blk) throw await this.corruption(`Cluster ${c} has no refcount block`, c * this.cs, this.cs);
+        return blk;
+      };
+      for (const pass of ['check', 'apply'] as const) {
+        let current = -1;
+        let blk: CacheEntry | undefined;
+        for (const c of sorted) {
+          const rt = Math.floor(c / epb);
+          if (rt !== current) {
+            blk = await blockOf(c);
+            current = rt;
+          }
+          const next = getRefcount(blk!.buf, c % epb, order) + counts.get(c)!;
+          if (pass === 'check') {
+            if (next < 0) throw await this.corruption(`Refcount of cluster ${c} would drop below zero`, c * this.cs, this.cs);
+            if (next > maxRefcount(order)) throw new IoError('ERANGE', `Refcount of cluster ${c} would overflow`);
+            continue;
+          }
+          setRefcount(blk!.buf, c % epb, order, next);
+          blk!.dirty = true;
+          if (next === 0) {
+            if (c < this.freeHint) this.freeHint = c;
+            if (this.compressedCursor && Math.floor(this.compressedCursor / this.cs) === c) this.compressedCursor = 0;
+          }
+        }
+      }
+      if (delta > 0 && sorted.length > 0) this.refGen++;
+    } finally {
+      release();
+    }
+  }
+
+  /** The refcounts of `clusters`, each refcount block fetched once. */
+  async refcountsOf(clusters: Iterable<number>): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    const epb = this.g.refcountBlockEntries;
+    const sorted = Float64Array.from(new Set(clusters)).sort();
+    let current = -1;
+    let blk: CacheEntry | undefined;
+    for (const c of sorted) {
+      const rt = Math.floor(c / epb);
+      if (rt !== current) {
+        blk = await this.refblockFor(c);
+        current = rt;
+      }
+      out.set(c, blk ? getRefcount(blk.buf, c % epb, this.g.refcountOrder) : 0);
+    }
+    return out;
+  }
+
   /** Sets active L1 entry `i` (written, not synced). */
   async writeL1Entry(i: number, value: bigint): Promise<void> {
     await this.setL1Entry(i, value);

@@ -18,7 +18,7 @@
  */
 import { IoError } from '../../common/io-types';
 import { type InternalSnapshotOp, type InternalSnapshotResult, snapshotMatches } from '../../common/internal-snapshot';
-import { OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED } from './common';
+import { HI_COMPRESSED, HI_OFFSET_MASK, LO_OFFSET_MASK, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED } from './common';
 import type { Qcow2Image } from './io-image';
 import { encodeSnapshotTable, MAX_SNAPSHOTS, NO_ICOUNT, nextSnapshotId, type SnapshotEntry, snapshotInfo } from './snapshot-table';
 
@@ -48,17 +48,25 @@ function mayBeCopied(entry: bigint): boolean {
 }
 
 /** Rewrites the entries of L2 table `l2Off` through `change`, as one update when any differs. */
-async function updateL2Flags(img: Qcow2Image, l2Off: number, change: (entry: bigint) => Promise<bigint>): Promise<void> {
+async function updateL2Flags(img: Qcow2Image, l2Off: number, change: (entry: bigint) => bigint): Promise<void> {
   const table = await img.l2Table(l2Off);
   const values: bigint[] = [];
   let changed = false;
   for (let k = 0; k < img.g.l2Entries; k++) {
     const e = table.buf.readBigUInt64BE(k * 8);
-    const v = await change(e);
+    const v = change(e);
     if (v !== e) changed = true;
     values.push(v);
   }
   if (changed) await img.setL2Entries(l2Off, 0, values);
+}
+
+/** The entries of L2 table `l2Off`. */
+async function l2Entries(img: Qcow2Image, l2Off: number): Promise<bigint[]> {
+  const table = await img.l2Table(l2Off);
+  const out: bigint[] = [];
+  for (let k = 0; k < img.g.l2Entries; k++) out.push(table.buf.readBigUInt64BE(k * 8));
+  return out;
 }
 
 /** Clears COPIED in the active L2 tables and the active L1 table: every cluster they reach becomes shared. */
@@ -69,36 +77,40 @@ async function clearCopiedFlags(img: Qcow2Image): Promise<void> {
     if (!l2Off) continue;
     // A table whose L1 entry lacks COPIED is shared already: its entries lack it too.
     if (l1e & OFLAG_COPIED) {
-      await updateL2Flags(img, l2Off, async (e) => e & ~OFLAG_COPIED);
+      await updateL2Flags(img, l2Off, (e) => e & ~OFLAG_COPIED);
       await img.writeL1Entry(i, l1e & ~OFLAG_COPIED);
     }
   }
   await img.flushAll();
 }
 
-/** Raises the refcount of every cluster the active tables reach (returned); undone if one cannot rise. */
-async function raiseActiveRefcounts(img: Qcow2Image): Promise<number[]> {
-  const raised: number[] = [];
-  try {
-    for (let i = 0; i < img.l1.length; i++) {
-      const l2Off = Number(img.l1Entry(i) & OFFSET_MASK);
-      if (!l2Off) continue;
-      await img.adjustRefcount(l2Off / img.cs, 1);
-      raised.push(l2Off / img.cs);
-      const table = await img.l2Table(l2Off);
-      for (let k = 0; k < img.g.l2Entries; k++) {
-        for (const c of referencedClusters(img, table.buf.readBigUInt64BE(k * 8))) {
-          await img.adjustRefcount(c, 1);
-          raised.push(c);
-        }
+/** Every cluster the L1 table `l1` reaches, once per reference: its L2 tables and what they reference. */
+async function reachedClusters(img: Qcow2Image, l1: readonly bigint[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const l1e of l1) {
+    const l2Off = Number(l1e & OFFSET_MASK);
+    if (!l2Off) continue;
+    out.push(l2Off / img.cs);
+    const buf = (await img.l2Table(l2Off)).buf;
+    // Entries read as two 32-bit halves: BigInt work on every entry of a large image costs more than the rest.
+    for (let at = 0; at < buf.length; at += 8) {
+      const hi = buf.readUInt32BE(at);
+      if (hi & HI_COMPRESSED) {
+        for (const c of referencedClusters(img, buf.readBigUInt64BE(at))) out.push(c);
+        continue;
       }
+      const host = (hi & HI_OFFSET_MASK) * 0x100000000 + ((buf.readUInt32BE(at + 4) & LO_OFFSET_MASK) >>> 0);
+      if (host) out.push(host / img.cs);
     }
-  } catch (err) {
-    // Nothing references the new counts yet: taking them back is safe.
-    for (const c of raised.reverse()) await img.adjustRefcount(c, -1).catch(() => undefined);
-    throw err;
   }
-  return raised;
+  return out;
+}
+
+/** Raises the refcount of every cluster the active tables reach (returned); none rises if one cannot. */
+async function raiseActiveRefcounts(img: Qcow2Image): Promise<number[]> {
+  const reached = await reachedClusters(img, img.l1);
+  await img.adjustRefcounts(reached, 1);
+  return reached;
 }
 
 /**
@@ -109,7 +121,7 @@ async function raiseActiveRefcounts(img: Qcow2Image): Promise<number[]> {
  */
 async function undoSnapshot(img: Qcow2Image, raised: number[], l1Copy: { offset: number; clusters: number } | undefined): Promise<void> {
   try {
-    for (const c of raised) await img.adjustRefcount(c, -1);
+    await img.adjustRefcounts(raised, -1);
     if (l1Copy) {
       img.unmarkInactiveL1(l1Copy.offset, l1Copy.clusters * img.cs);
       for (let k = 0; k < l1Copy.clusters; k++) await img.adjustRefcount(l1Copy.offset / img.cs + k, -1);
@@ -167,9 +179,11 @@ async function restoreCopiedFlags(img: Qcow2Image): Promise<void> {
     const l1e = img.l1Entry(i);
     const l2Off = Number(l1e & OFFSET_MASK);
     if (!l2Off || (await img.refcount(l2Off / img.cs)) !== 1) continue;
-    await updateL2Flags(img, l2Off, async (e) => {
+    const candidates = (await l2Entries(img, l2Off)).filter((e) => mayBeCopied(e) && !(e & OFLAG_COPIED));
+    const refcounts = await img.refcountsOf(candidates.map((e) => Number(e & OFFSET_MASK) / img.cs));
+    await updateL2Flags(img, l2Off, (e) => {
       if (!mayBeCopied(e) || e & OFLAG_COPIED) return e;
-      return (await img.refcount(Number(e & OFFSET_MASK) / img.cs)) === 1 ? e | OFLAG_COPIED : e;
+      return refcounts.get(Number(e & OFFSET_MASK) / img.cs) === 1 ? e | OFLAG_COPIED : e;
     });
     if (!(l1e & OFLAG_COPIED)) await img.writeL1Entry(i, l1e | OFLAG_COPIED);
   }
@@ -184,23 +198,16 @@ async function deleteSnapshot(img: Qcow2Image, op: Extract<InternalSnapshotOp, {
   await img.flushAll();
   const entries = img.snapshots.filter((_, i) => i !== index);
   await img.replaceSnapshotTable(entries, encodeSnapshotTable(entries));
-  // The header no longer reaches the snapshot: its references go (applied by the flush, after the switch is on disk).
-  const freedTables: number[] = [];
-  for (const l1e of l1) {
-    const l2Off = Number(l1e & OFFSET_MASK);
-    if (!l2Off) continue;
-    const table = await img.l2Table(l2Off);
-    for (let k = 0; k < img.g.l2Entries; k++) {
-      for (const c of referencedClusters(img, table.buf.readBigUInt64BE(k * 8))) img.queueFreeRange(c * img.cs, img.cs);
-    }
-    img.queueFreeRange(l2Off, img.cs);
-    freedTables.push(l2Off);
-  }
+  // The header on disk no longer reaches the snapshot (the switch is synced): its references go now.
+  const released = await reachedClusters(img, l1);
   if (sn.l1Size > 0) {
     img.unmarkInactiveL1(sn.l1Offset, sn.l1Size * 8);
-    img.queueFreeRange(sn.l1Offset, sn.l1Size * 8);
+    for (let c = Math.floor(sn.l1Offset / img.cs); c <= Math.floor((sn.l1Offset + sn.l1Size * 8 - 1) / img.cs); c++) released.push(c);
   }
   await img.flushAll();
+  await img.adjustRefcounts(released, -1);
+  await img.flushAll();
+  const freedTables = l1.map((e) => Number(e & OFFSET_MASK)).filter((off) => off !== 0);
   for (const off of freedTables) if ((await img.refcount(off / img.cs)) === 0) img.forgetL2Table(off);
   await restoreCopiedFlags(img);
   return { snapshots: entries.map(snapshotInfo), affected: snapshotInfo(sn) };
