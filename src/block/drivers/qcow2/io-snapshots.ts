@@ -15,6 +15,9 @@
  *             switches to it;
  *          2. the refcounts the snapshot held drop (after 1 is on disk);
  *          3. COPIED flags return where a refcount fell back to one.
+ *
+ * A snapshot that fails before its header switch is undone (refcounts and
+ * flags as they were), so a full disk leaves no leaked clusters behind.
  */
 import { IoError } from '../../common/io-types';
 import { type InternalSnapshotOp, type InternalSnapshotResult, snapshotMatches } from '../../common/internal-snapshot';
