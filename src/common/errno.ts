@@ -29,6 +29,7 @@ const MESSAGES: Record<string, string> = {
   ECONNREFUSED: 'Connection refused',
   ETIMEDOUT: 'Connection timed out',
   EDQUOT: 'Disk quota exceeded',
+  ERANGE: 'Numerical result out of range',
   ESHUTDOWN: 'Cannot send after transport endpoint shutdown',
 };
 

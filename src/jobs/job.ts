@@ -41,6 +41,8 @@ export interface JobDriver {
   cancel?(job: Job, force: boolean): boolean;
   /** The pause count went from 0 to 1 (true) or back to 0 (false). */
   pauseChanged?(job: Job, paused: boolean): void;
+  /** The job is gone (dismissed, or failed before it started): what it held until then is released (QEMU's .free). */
+  free?(job: Job): void;
 }
 
 /** Extra events of a kind of job, emitted at QEMU's points (block jobs use these). */
@@ -133,6 +135,7 @@ export class Job {
     assertMainLoop();
     this.transition('null');
     this.onGone(this);
+    this.driver.free?.(this);
   }
 
   /** Creates the job's status (unless `create` did) and starts its run. */
@@ -288,6 +291,7 @@ export class Job {
   private dismissNow(): void {
     this.transition('null');
     this.onGone(this);
+    this.driver.free?.(this);
   }
 
   /** Asks the job to stop (QEMU's job_cancel_async); the driver says whether the cancel is hard. */

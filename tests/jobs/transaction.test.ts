@@ -172,7 +172,7 @@ describe.skipIf(!haveTools)('transaction against qemu-storage-daemon 7.2', () =>
 });
 
 describe('transaction, qbd alone', () => {
-  it.skipIf(!haveTools)('fails at an action type nothing provides, naming it, and undoes the actions before it', async () => {
+  it.skipIf(!haveTools)('fails at an action that cannot be prepared, saying why, and undoes the actions before it', async () => {
     const { startDaemon, tempDir } = await import('../helpers/daemons');
     const dir = tempDir('qbd-tx-');
     dirs.push(dir);
@@ -184,7 +184,7 @@ describe('transaction, qbd alone', () => {
       const reply = await c.execute('transaction', {
         actions: [backup('j1', 'a', 'b'), { type: 'blockdev-snapshot-internal-sync', data: { device: 'c', name: 's' } }],
       });
-      expect(reply.error).toEqual({ class: 'GenericError', desc: "Transaction action 'blockdev-snapshot-internal-sync' is not supported" });
+      expect(reply.error).toEqual({ class: 'GenericError', desc: "Block format 'raw' used by device 'c' does not support internal snapshots" });
       expect(await c.cmd('query-jobs')).toEqual([]);
       expect(c.events.map((e: { data: { status: string } }) => e.data.status)).toEqual(['created', 'aborting', 'concluded', 'null']);
       c.close();

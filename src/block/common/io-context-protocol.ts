@@ -5,6 +5,7 @@
  * for block_resize, flush at quit) goes through `nodeRequest`.
  */
 import { notificationType, requestType } from '../../common/channel';
+import type { InternalSnapshotOp, InternalSnapshotResult } from './internal-snapshot';
 import type { BlockStatus, WriteFlags, ZeroFlags } from './io-types';
 import type { ChildLink, IoNodeDescriptor } from './node-descriptor';
 import type { NodeStatsReport } from './node-stats';
@@ -21,6 +22,8 @@ export const replaceState = requestType<{ nodeName: string; state: unknown }, vo
 export const updateNode = requestType<{ nodeName: string; length?: number; readOnly?: boolean; writeThreshold?: number }, void>('node.update');
 /** Makes the node's driver write its persistent bitmaps to the image now (after one was removed). */
 export const storeBitmaps = requestType<{ nodeName: string }, void>('node.store-bitmaps');
+/** Takes or deletes an internal snapshot in the node's image (the node is drained). */
+export const internalSnapshot = requestType<{ nodeName: string; op: InternalSnapshotOp }, InternalSnapshotResult>('node.internal-snapshot');
 /** Replaces the dirty bitmaps writes to the node mark (the bits are shared memory, not copied). */
 export const setDirtyBitmaps = requestType<{ nodeName: string; bitmaps: SharedDirtyBitmapState[] }, void>('node.set-dirty-bitmaps');
 /** The I/O counters of every node in the context (query-blockstats). */

@@ -45,6 +45,11 @@ export class BlockNode {
   readonly parents: BdrvChild[] = [];
   /** > 0 while inside a drained section. */
   quiesce = 0;
+  /**
+   * Holders that are not parents (an amend job until it is dismissed, as
+   * QEMU's bdrv_ref): while any remain, blockdev-del refuses the node.
+   */
+  references = 0;
   /** True once the I/O half exists in `ctx`. */
   attached = false;
   writeThreshold = 0;

@@ -284,7 +284,7 @@ export async function blockdevDel(name: string): Promise<void> {
   if (node.parents.some((p) => p.parent.kind === 'backend' && p.parent.graphType === 'block-backend')) throw QmpError.generic(`Node ${name} is in use`);
   checkNotBlocked(node);
   if (!node.monitorOwned) throw QmpError.generic(`Node ${name} is not owned by the monitor`);
-  if (node.parents.length > 0) throw QmpError.generic(`Block device ${name} is in use`);
+  if (node.parents.length > 0 || node.references > 0) throw QmpError.generic(`Block device ${name} is in use`);
   await closeNode(node);
 }
 

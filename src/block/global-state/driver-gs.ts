@@ -4,6 +4,7 @@
  * `{ descriptor, gs, io }`: this half never loads in a worker.
  */
 import type { BlockDriverDescriptor } from '../common/driver-descriptor';
+import type { InternalSnapshotInfo, InternalSnapshotResult } from '../common/internal-snapshot';
 import type { NodeRequest, NodeRequestResult } from '../common/io-context-protocol';
 import type { StoredBitmap } from '../common/shared-dirty-bitmap';
 import type { BdrvChild, BlockNode } from './block-node';
@@ -74,6 +75,13 @@ export interface GsDriver<S = any> {
    */
   addChild?(node: BlockNode, child: BlockNode): Promise<void>;
   delChild?(node: BlockNode, child: BdrvChild): Promise<void>;
+  /**
+   * Present for formats that keep internal snapshots: the snapshots the
+   * image holds now. The I/O half takes and deletes them.
+   */
+  internalSnapshots?(node: BlockNode): readonly InternalSnapshotInfo[];
+  /** Records what an internal snapshot operation of the I/O half changed. */
+  internalSnapshotsChanged?(node: BlockNode, result: InternalSnapshotResult): void;
   /** The file name a query shows, when the node has one of its own (a path, an URI). */
   plainFilename?(node: BlockNode): string | undefined;
   /** The node's length now, when it can change behind the GS half's back (a file a format grew). */
@@ -98,6 +106,12 @@ export interface GsDriver<S = any> {
    * through `ctx`.
    */
   create?(options: Record<string, unknown>, ctx: CreateContext): Promise<void>;
+  /**
+   * x-blockdev-amend for this driver (`options` are the BlockdevAmendOptions
+   * variant, of the node's own driver). Runs in the job's run step on the
+   * main loop; a thrown error's message becomes the job's error.
+   */
+  amend?(node: BlockNode, options: Record<string, unknown>, force: boolean): Promise<void>;
   /**
    * Creates an image file at a path, as QEMU's bdrv_img_create does for
    * blockdev-snapshot-sync; `options` are the format's creation options

@@ -9,6 +9,7 @@ import { Channel, Transfer } from '../../common/channel';
 import { assertIoContext } from '../../common/thread-context';
 import { log } from '../../common/log';
 import * as proto from '../common/io-context-protocol';
+import { IoError } from '../common/io-types';
 import { replaceBackendRoot } from './backend';
 import { WRITE_THRESHOLD_EVENT } from '../common/write-threshold';
 import { setWriteThresholdReporter } from './write-threshold';
@@ -86,6 +87,12 @@ function main(): void {
   channel.onRequest(proto.storeBitmaps, async ({ nodeName }) => {
     const node = graph.get(nodeName);
     await node.driver.storeBitmaps?.(node);
+  });
+  channel.onRequest(proto.internalSnapshot, async ({ nodeName, op }) => {
+    const node = graph.get(nodeName);
+    if (!node.driver.internalSnapshot) throw new IoError('ENOTSUP', `Driver ${node.driver.name} keeps no internal snapshots`);
+    if (node.readOnly) throw new IoError('EPERM', `node ${node.name} is read-only`);
+    return node.driver.internalSnapshot(node, op);
   });
   channel.onRequest(proto.nodeStats, () => [...graph.nodes.values()].map(nodeStatsReport));
   channel.onRequest(proto.drainBegin, ({ section, nodes }) => drainBegin(graph, section, nodes));

@@ -5,6 +5,7 @@
  * writes only on writable nodes. Drivers reach their children through the
  * same generic layer.
  */
+import type { InternalSnapshotOp, InternalSnapshotResult } from '../common/internal-snapshot';
 import type { BlockStatus, WriteFlags, ZeroFlags } from '../common/io-types';
 import type { IoNodeDescriptor } from '../common/node-descriptor';
 import type { IoNode } from './io-node';
@@ -31,6 +32,8 @@ export interface IoDriver<S = unknown> {
   flush?(node: IoNode<S>): Promise<void>;
   /** Absent: everything is allocated data. */
   blockStatus?(node: IoNode<S>, offset: number, bytes: number): Promise<BlockStatus>;
+  /** Takes or deletes an internal snapshot (formats that keep them); the node is drained. */
+  internalSnapshot?(node: IoNode<S>, op: InternalSnapshotOp): Promise<InternalSnapshotResult>;
   /** Writes the node's persistent dirty bitmaps to the image (formats that store them). */
   storeBitmaps?(node: IoNode<S>): Promise<void>;
   /**

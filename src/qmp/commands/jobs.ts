@@ -1,6 +1,7 @@
-/** The job verbs, query-jobs, and blockdev-create (the job that creates images). */
+/** The job verbs, query-jobs, blockdev-create (the job that creates images) and x-blockdev-amend (the job that changes their options). */
 import { defineCommand } from '../command';
 import { allJobs, findJob } from '../../jobs/job-registry';
+import { type AmendArgs, startAmendJob } from '../../jobs/amend-job';
 import { startCreateJob } from '../../jobs/create-job';
 import { blockJobOf } from '../../jobs/block-job';
 
@@ -41,6 +42,10 @@ export function jobCommands() {
     ),
     defineCommand<{ 'job-id': string; options: Record<string, unknown> }>('blockdev-create', (args) => {
       startCreateJob(args['job-id'], args.options);
+      return {};
+    }),
+    defineCommand<AmendArgs>('x-blockdev-amend', (args) => {
+      startAmendJob(args);
       return {};
     }),
   ];

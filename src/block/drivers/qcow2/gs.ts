@@ -257,6 +257,19 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
     else delete st.backingFormat;
   },
 
+  internalSnapshots(node) {
+    return stateOf(node).snapshots ?? [];
+  },
+
+  internalSnapshotsChanged(node, result) {
+    const st = stateOf(node);
+    if (result.snapshots.length > 0) st.snapshots = result.snapshots;
+    else delete st.snapshots;
+    st.nbSnapshots = result.snapshots.length;
+    // An I/O half made again from this state (a move to another iothread) must find the new table.
+    st.snapshotsOffset = (result.driverData as { snapshotsOffset: number }).snapshotsOffset;
+  },
+
   imageInfo(node) {
     const st = stateOf(node);
     const info: ImageFacts = { clusterSize: 2 ** st.clusterBits, dirtyFlag: st.dirty };
@@ -287,6 +300,11 @@ export const qcow2Gs: GsDriver<Qcow2State> = {
       data['extended-l2'] = false;
     }
     return { type: 'qcow2', data };
+  },
+
+  async amend(_node, options) {
+    // qbd opens no encrypted qcow2 image, so there is never an encryption to amend.
+    if (options.encrypt !== undefined) throw new Error("image is not encrypted, can't amend");
   },
 
   create: createQcow2,

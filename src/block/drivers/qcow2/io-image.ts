@@ -58,6 +58,7 @@ import {
   setRefcount,
 } from './common';
 import { type CacheEntry, MetadataCache } from './io-cache';
+import { readSnapshotEntries, type SnapshotEntry } from './snapshot-table';
 
 /** Metadata kinds, worded as QEMU's overlap messages name them. */
 const KIND = {
@@ -67,6 +68,7 @@ const KIND = {
   REFTABLE: 'refcount table',
   REFBLOCK: 'refcount block',
   SNAPSHOTS: 'snapshot table',
+  INACTIVE_L1: 'inactive L1 table',
 } as const;
 type Kind = (typeof KIND)[keyof typeof KIND];
 
@@ -125,6 +127,10 @@ export class Qcow2Image {
   autoclear = 0n;
   /** Corruption found at run time: every request fails from now on. */
   fatal = false;
+  /** The internal snapshot table as the header points at it now. */
+  snapshots: SnapshotEntry[] = [];
+  snapshotsOffset = 0;
+  snapshotsBytes = 0;
 
   private l2Cache!: MetadataCache;
   private refCache!: MetadataCache;
@@ -233,8 +239,26 @@ export class Qcow2Image {
       const off = Number(e & OFFSET_MASK);
       if (off) this.meta.set(Math.floor(off / this.cs), KIND.L2);
     }
-    if (this.st.nbSnapshots > 0) this.markRange(this.st.snapshotsOffset, this.cs, KIND.SNAPSHOTS);
+    this.snapshotsOffset = this.st.snapshotsOffset;
+    this.snapshots = [];
+    if (this.st.nbSnapshots > 0) {
+      const table = await readSnapshotEntries(
+        async (o, n) => {
+          const b = Buffer.alloc(Math.max(0, Math.min(n, this.file.length - o)));
+          await this.readFile(o, b);
+          return b;
+        },
+        this.snapshotsOffset,
+        this.st.nbSnapshots,
+        this.size,
+      );
+      this.snapshots = table.entries;
+      this.snapshotsBytes = table.bytes;
+      this.markRange(this.snapshotsOffset, this.snapshotsBytes, KIND.SNAPSHOTS);
+      for (const sn of this.snapshots) if (sn.l1Size > 0) this.markRange(sn.l1Offset, sn.l1Size * 8, KIND.INACTIVE_L1);
+    }
   }
+
 
   private markRange(offset: number, bytes: number, kind: Kind): void {
     const first = Math.floor(offset / this.cs);
@@ -319,7 +343,16 @@ export class Qcow2Image {
     try {
       // Grow in steps: one ftruncate per allocated cluster would dominate allocating writes.
       const step = growStep(this.file.length);
-      if (end > this.file.length) await truncateNode(this.file, Math.ceil(end / step) * step, false, 'off');
+      const target = Math.ceil(end / step) * step;
+      if (end > this.file.length) {
+        try {
+          await truncateNode(this.file, target, false, 'off');
+        } catch (err) {
+          // A quota or a nearly full disk may leave room for the write but not for the whole step.
+          if (target === end) throw err;
+          await truncateNode(this.file, end, false, 'off');
+        }
+      }
     } finally {
       release();
     }
@@ -808,6 +841,13 @@ export class Qcow2Image {
     if (off) this.queueFreeCluster(off / this.cs);
   }
 
+  /** Queues the release of the clusters of [offset, offset + bytes), applied once the references dropped are on disk. */
+  queueFreeRange(offset: number, bytes: number): void {
+    const first = Math.floor(offset / this.cs);
+    const last = Math.floor((offset + Math.max(bytes, 1) - 1) / this.cs);
+    for (let c = first; c <= last; c++) this.queueFreeCluster(c);
+  }
+
   get freesPending(): number {
     return this.pendingFrees.size;
   }
@@ -999,6 +1039,164 @@ export class Qcow2Image {
       pos += inCluster;
     }
     return out;
+  }
+
+  // ---- internal snapshots -------------------------------------------------------
+
+  /**
+   * Adds `delta` to a cluster's refcount now. Raising is always safe (a
+   * crash leaks); lowering here is only for a reference never written (an
+   * increase being undone): other releases go through queueFree.
+   */
+  async adjustRefcount(cluster: number, delta: number): Promise<number> {
+    const release = await this.allocLock.lock();
+    try {
+      const left = await this.changeRefcount(cluster, delta);
+      if (left === 0 && cluster < this.freeHint) this.freeHint = cluster;
+      return left;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Adds `delta` once per occurrence of each cluster in `clusters` (as
+   * adjustRefcount, for many clusters), each refcount block fetched once.
+   * All or nothing: a count that would leave its range changes none.
+   */
+  async adjustRefcounts(clusters: Iterable<number>, delta: number): Promise<void> {
+    const counts = new Map<number, number>();
+    for (const c of clusters) counts.set(c, (counts.get(c) ?? 0) + delta);
+    // A typed array sorts numerically, and fast: snapshots of large images count millions of clusters.
+    const sorted = Float64Array.from(counts.keys()).sort();
+    const epb = this.g.refcountBlockEntries;
+    const order = this.g.refcountOrder;
+    const release = await this.allocLock.lock();
+    try {
+      const blockOf = async (c: number): Promise<CacheEntry> => {
+        const blk = await this.refblockFor(c);
+        if (!blk) throw await this.corruption(`Cluster ${c} has no refcount block`, c * this.cs, this.cs);
+        return blk;
+      };
+      for (const pass of ['check', 'apply'] as const) {
+        let current = -1;
+        let blk: CacheEntry | undefined;
+        for (const c of sorted) {
+          const rt = Math.floor(c / epb);
+          if (rt !== current) {
+            blk = await blockOf(c);
+            current = rt;
+          }
+          const next = getRefcount(blk!.buf, c % epb, order) + counts.get(c)!;
+          if (pass === 'check') {
+            if (next < 0) throw await this.corruption(`Refcount of cluster ${c} would drop below zero`, c * this.cs, this.cs);
+            if (next > maxRefcount(order)) throw new IoError('ERANGE', `Refcount of cluster ${c} would overflow`);
+            continue;
+          }
+          setRefcount(blk!.buf, c % epb, order, next);
+          blk!.dirty = true;
+          if (next === 0) {
+            if (c < this.freeHint) this.freeHint = c;
+            if (this.compressedCursor && Math.floor(this.compressedCursor / this.cs) === c) this.compressedCursor = 0;
+          }
+        }
+      }
+      if (delta > 0 && sorted.length > 0) this.refGen++;
+    } finally {
+      release();
+    }
+  }
+
+  /** The refcounts of `clusters`, each refcount block fetched once. */
+  async refcountsOf(clusters: Iterable<number>): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    const epb = this.g.refcountBlockEntries;
+    const sorted = Float64Array.from(new Set(clusters)).sort();
+    let current = -1;
+    let blk: CacheEntry | undefined;
+    for (const c of sorted) {
+      const rt = Math.floor(c / epb);
+      if (rt !== current) {
+        blk = await this.refblockFor(c);
+        current = rt;
+      }
+      out.set(c, blk ? getRefcount(blk.buf, c % epb, this.g.refcountOrder) : 0);
+    }
+    return out;
+  }
+
+  /** Sets active L1 entry `i` (written, not synced). */
+  async writeL1Entry(i: number, value: bigint): Promise<void> {
+    await this.setL1Entry(i, value);
+  }
+
+  /** An L2 table that was freed leaves the cache (it was never dirty: only snapshots referenced it). */
+  forgetL2Table(off: number): void {
+    this.l2Cache.drop(off);
+  }
+
+  /** Writes a table the image will reference (an L1 copy) into allocated clusters, checked against the metadata. */
+  async writeNewMetadata(offset: number, buf: Buffer, kind: 'inactive L1 table'): Promise<void> {
+    await this.checkOverlap(offset, buf.length);
+    await this.writeFile(offset, buf);
+    this.markRange(offset, buf.length, kind);
+  }
+
+  /** An inactive L1 table going away: no longer protected by the overlap check. */
+  unmarkInactiveL1(offset: number, bytes: number): void {
+    this.unmarkRange(offset, bytes);
+  }
+
+  /**
+   * Makes the header point at a new snapshot table holding `entries`
+   * (encoded as `table`): the table is written to new clusters and synced
+   * with every refcount raised so far, then the header's count and offset
+   * switch in one write, then the old table's clusters are queued for
+   * release. An empty table is recorded as offset 0. `snapshots` changes
+   * only once the header write was attempted: when it is unchanged after a
+   * failure, the image on disk is as it was.
+   */
+  async replaceSnapshotTable(entries: SnapshotEntry[], table: Buffer): Promise<void> {
+    let offset = 0;
+    const clusters = Math.ceil(table.length / this.cs);
+    try {
+      if (entries.length > 0) {
+        offset = await this.allocClusters(clusters);
+        await this.checkOverlap(offset, table.length);
+        await this.writeFile(offset, table);
+      }
+      await this.ensureRefFlushed();
+      await this.l2Cache.flush();
+      await this.ensureSynced();
+    } catch (err) {
+      // Nothing references the new table yet: its clusters go back at once.
+      if (offset) for (let k = 0; k < clusters; k++) await this.adjustRefcount(offset / this.cs + k, -1).catch(() => undefined);
+      throw err;
+    }
+    const hdr = Buffer.alloc(12);
+    hdr.writeUInt32BE(entries.length, 0);
+    hdr.writeBigUInt64BE(BigInt(offset), 4);
+    try {
+      await this.writeHeaderField(HDR.nbSnapshots, hdr);
+    } catch (err) {
+      // The header may or may not have reached the disk: carry on as if it had, the safe assumption (old table kept, leaked at worst).
+      this.adoptSnapshotTable(entries, offset, table.length, false);
+      throw err;
+    }
+    this.adoptSnapshotTable(entries, offset, table.length, true);
+  }
+
+  private adoptSnapshotTable(entries: SnapshotEntry[], offset: number, bytes: number, freeOld: boolean): void {
+    if (this.snapshots.length > 0) {
+      this.unmarkRange(this.snapshotsOffset, this.snapshotsBytes);
+      if (freeOld) this.queueFreeRange(this.snapshotsOffset, this.snapshotsBytes);
+    }
+    this.snapshots = entries;
+    this.snapshotsOffset = offset;
+    this.snapshotsBytes = bytes;
+    this.st.nbSnapshots = entries.length;
+    this.st.snapshotsOffset = offset;
+    if (entries.length > 0) this.markRange(offset, bytes, KIND.SNAPSHOTS);
   }
 
   // ---- reading -------------------------------------------------------------

@@ -17,6 +17,7 @@ import { blockStatusNode, flushNode } from '../../io/request';
 import { OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, type Qcow2State } from './common';
 import { FREE_BATCH, Qcow2Image } from './io-image';
 import { writeCompressedLocked } from './io-compress';
+import { internalSnapshot } from './io-snapshots';
 
 interface Qcow2IoState {
   st: Qcow2State;
@@ -270,6 +271,12 @@ export const qcow2Io: IoDriver<Qcow2IoState> = {
     // As QEMU's reopen to read-only: metadata written back, then the dirty bit cleared.
     const img = node.state.image;
     if (img && !img.fatal) await img.markClean().catch(ignoreIfOutOfService(img));
+  },
+
+  async internalSnapshot(node, op) {
+    const img = await ready(node);
+    await img.prepareWrite();
+    return internalSnapshot(img, op);
   },
 
   async storeBitmaps(node) {
