@@ -63,6 +63,7 @@ const NEGOTIATION: Step[] = [
   { send: '{"execute":"quit","arguments":null}' },
   { send: '{"execute":"x-debug-query-block-graph","arguments":{"a":1,"b":2}}' },
   { send: '{"execute":"query-version","arguments":{"x":1,"y":2,"zz":3,"abc":4,"b":5,"a":6,"size":7,"driver":8,"file":9}}' },
+  { send: '{"execute":"query-commands"}', exact: true },
 ];
 
 const OOB: Step[] = [

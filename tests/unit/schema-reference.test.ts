@@ -179,6 +179,11 @@ describe('qbd schema against qemu-storage-daemon 7.2', () => {
     }
   });
 
+  it('has every command of the reference', () => {
+    const ours = new Set(qbdSchema().commands.keys());
+    expect(referenceCommands.map((c) => c.name).filter((name) => !ours.has(name))).toEqual([]);
+  });
+
   it('lists commands for query-commands in the reference order', () => {
     const schema = qbdSchema();
     const ours = new Set(schema.commands.keys());
