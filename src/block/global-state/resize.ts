@@ -32,6 +32,7 @@ export async function blockResize(device: string | undefined, nodeName: string |
   const user: BackendParent = { kind: 'backend', name: '', graphType: 'block-backend' };
   const edge = await drained([node], () => attachChild(user, node, 'root', { perm: PERM.RESIZE, shared: PERM_ALL }));
   try {
+    if (node.readOnly) throw QmpError.generic('Image is read-only');
     await resizeNode(node, size, false, 'off');
   } finally {
     await drained([node], () => detachChild(edge));

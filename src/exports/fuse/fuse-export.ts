@@ -17,8 +17,7 @@ import { fdWatchAvailable } from '../../native/fd-watch';
 import { fuseMountAvailable, MNT_DETACH, MS_NODEV, MS_NOSUID, mount, umount2 } from '../../native/fuse-mount';
 import type { BlockExportOptions, ExportDriver, ExportHandle, ExportInstance, ExportPlan } from '../export-driver';
 import * as msg from './messages';
-import { S_IFREG } from './protocol';
-import { MAX_READ } from './session-io';
+import { MAX_READ, S_IFREG } from './protocol';
 
 type AllowOther = 'off' | 'on' | 'auto';
 

@@ -11,6 +11,9 @@ export const KERNEL_MINOR_VERSION = 38;
 
 export const ROOT_ID = 1;
 
+/** Mount option max_read, as the reference mounts with (its bounce buffer limit). */
+export const MAX_READ = 64 * 1024 * 1024;
+
 export const OP = {
   LOOKUP: 1,
   FORGET: 2,

@@ -22,8 +22,6 @@ const E = os.constants.errno;
 /** The largest WRITE the kernel is allowed to send, and the pages it may put in one request. */
 export const MAX_WRITE = 1024 * 1024;
 const MAX_PAGES = MAX_WRITE / 4096;
-/** Mount option max_read, as the reference mounts with (its bounce buffer limit). */
-export const MAX_READ = 64 * 1024 * 1024;
 /** How long the kernel may cache the file's attributes, in seconds. */
 const ATTR_VALID_SECONDS = 1;
 /** Requests read in one wake-up before the loop gets its turn again. */
@@ -293,7 +291,7 @@ export class FuseSession {
   }
 
   private async read(u: bigint, r: p.IoIn): Promise<Buffer> {
-    if (r.size > MAX_READ || !Number.isSafeInteger(r.offset)) throw new FuseError(E.EINVAL);
+    if (r.size > p.MAX_READ || !Number.isSafeInteger(r.offset)) throw new FuseError(E.EINVAL);
     const length = this.backend.length;
     // Reads end at the end of the file: short at the end, empty past it.
     const size = r.offset >= length ? 0 : Math.min(r.size, length - r.offset);
