@@ -90,3 +90,23 @@ describe.skipIf(!toolAvailable('qemu-storage-daemon') || !fuseMountable())('FUSE
     expect(ours.mountedAfter).toBe(false);
   }, 60_000);
 });
+
+describe('a FUSE export without the native addon', () => {
+  it('is refused with a clear error, and the daemon goes on serving', async () => {
+    const dir = tempDir('qbd-fuse-noaddon-');
+    fs.writeFileSync(path.join(dir, 'mnt'), '');
+    const daemon = await startDaemon('qbd', ['--blockdev', 'driver=null-co,node-name=n'], { dir, env: { QBD_NATIVE: 'off' } });
+    try {
+      const c = await daemon.client();
+      const reply = await c.execute('block-export-add', { type: 'fuse', id: 'e0', 'node-name': 'n', mountpoint: path.join(dir, 'mnt') });
+      expect(reply.error).toEqual({ class: 'GenericError', desc: 'FUSE exports need the native addon (mount and /dev/fuse access), which is not loaded' });
+      expect(await c.cmd('query-block-exports')).toEqual([]);
+      // The node is free again: nothing of the failed export holds it.
+      expect(await c.cmd('blockdev-del', { 'node-name': 'n' })).toEqual({});
+      c.close();
+    } finally {
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
