@@ -90,8 +90,9 @@ class FuseExport implements ExportInstance {
     try {
       umount2(this.mountpoint, MNT_DETACH);
     } catch (err) {
-      // Already unmounted by someone else: nothing is lost.
-      log.warn({ export: this.handle.id, mountpoint: this.mountpoint, err: (err as Error).message }, 'FUSE export could not be unmounted');
+      // EINVAL: someone unmounted it already, which the reference does not mind either.
+      const quiet = (err as NodeJS.ErrnoException).code === 'EINVAL';
+      (quiet ? log.debug : log.warn)({ export: this.handle.id, mountpoint: this.mountpoint, err: (err as Error).message }, 'FUSE export could not be unmounted');
     }
   }
 
