@@ -14,6 +14,7 @@ import { STATUS } from '../../block/common/io-types';
 import type { IoBackend } from '../../block/io/backend';
 import type { IoNode } from '../../block/io/io-node';
 import { readFd, watchFd, writeFd, type FdWatch } from '../../native/fd-watch';
+import { releaseReadBuffer, REPLY_HEADROOM, takeReplyBuffer } from '../nbd/read-buffers';
 import type { FuseExportEntry } from './messages';
 import * as p from './protocol';
 
@@ -290,14 +291,21 @@ export class FuseSession {
     return this.attrReply(u);
   }
 
-  private async read(u: bigint, r: p.IoIn): Promise<Buffer> {
+  /** Sends its reply itself, from a reused buffer that goes back to the pool once written. */
+  private async read(u: bigint, r: p.IoIn): Promise<undefined> {
     if (r.size > p.MAX_READ || !Number.isSafeInteger(r.offset)) throw new FuseError(E.EINVAL);
     const length = this.backend.length;
     // Reads end at the end of the file: short at the end, empty past it.
     const size = r.offset >= length ? 0 : Math.min(r.size, length - r.offset);
-    const out = FuseSession.replyBuffer(u, size);
-    if (size > 0) await this.backend.read(r.offset, out.subarray(p.OUT_HEADER_SIZE));
-    return out;
+    const { whole, data } = takeReplyBuffer(size);
+    // A failed read's buffer is not taken back: pieces of it may still be filling it.
+    if (size > 0) await this.backend.read(r.offset, data);
+    const out = whole.subarray(REPLY_HEADROOM - p.OUT_HEADER_SIZE, REPLY_HEADROOM + size);
+    p.writeOutHeader(out, u, 0);
+    this.send(out);
+    // The write to /dev/fuse copied the reply: the buffer is free again.
+    releaseReadBuffer(whole);
+    return undefined;
   }
 
   private async write(u: bigint, w: p.IoIn, data: Buffer): Promise<Buffer> {
