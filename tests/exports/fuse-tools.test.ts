@@ -159,3 +159,39 @@ describe.skipIf(!toolAvailable('fio') || !toolAvailable('qemu-img') || !fuseMoun
     }
   }, 120_000);
 });
+
+describe.skipIf(!fuseMountable())('a FUSE export in an iothread', () => {
+  it('is served there, grows its node through the main loop, and the graph shows the new length', async () => {
+    const dir = tempDir('qbd-fuse-iothread-');
+    const image = path.join(dir, 'disk.raw');
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, MiB);
+    fs.writeFileSync(path.join(dir, 'mnt'), '');
+    const daemon = await startDaemon(
+      'qbd',
+      [
+        '--object', 'iothread,id=io0',
+        '--blockdev', `driver=file,node-name=file0,filename=${image}`,
+        '--blockdev', 'driver=raw,node-name=disk,file=file0',
+        '--export', `type=fuse,id=e0,node-name=disk,mountpoint=${dir}/mnt,writable=on,growable=on,iothread=io0`,
+      ],
+      { dir },
+    );
+    try {
+      const data = crypto.randomBytes(192 * 1024);
+      fs.writeFileSync(path.join(dir, 'data'), data);
+      expect(sh(dir, 'dd if=$DIR/data of=$DIR/mnt bs=64k seek=20 conv=notrunc status=none').status).toBe(0);
+      const c = await daemon.client();
+      const nodes = (await c.cmd('query-named-block-nodes')) as Array<{ 'node-name': string; image: { 'virtual-size': number } }>;
+      expect(Object.fromEntries(nodes.map((n) => [n['node-name'], n.image['virtual-size']]))).toEqual({ disk: 20 * 65536 + data.length, file0: 20 * 65536 + data.length });
+      expect(await c.cmd('block-export-del', { id: 'e0' })).toEqual({});
+      c.close();
+      const onDisk = fs.readFileSync(image);
+      expect(onDisk.length).toBe(20 * 65536 + data.length);
+      expect(onDisk.subarray(20 * 65536).equals(data)).toBe(true);
+    } finally {
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
