@@ -140,13 +140,14 @@ export class FuseSession {
     this.serve(h, body).then(
       (reply) => {
         if (reply) this.send(reply);
+        if (kept && this.spare.length < SPARE_BUFFERS) this.spare.push(kept);
       },
       (err: unknown) => {
+        // A failed write's buffer is not reused: pieces of the write may still be reading it.
         if (!(err instanceof FuseError)) log.debug({ export: this.entry.id, op: h.opcode, err: (err as Error).message }, 'FUSE request failed');
         this.replyError(h.unique, errnoOf(err));
       },
     ).finally(() => {
-      if (kept && this.spare.length < SPARE_BUFFERS) this.spare.push(kept);
       if (--this.inFlight === 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
