@@ -195,3 +195,35 @@ describe.skipIf(!fuseMountable())('a FUSE export in an iothread', () => {
     }
   }, 60_000);
 });
+
+describe.skipIf(!toolAvailable('qemu-storage-daemon') || !fuseMountable())('a FUSE export whose image cannot grow', () => {
+  it('passes the host error on to the writer as the reference does, and goes on serving', async () => {
+    const run = async (flavour: 'qbd' | 'qsd'): Promise<Outcome[]> => {
+      const dir = tempDir(`qbd-fuse-efbig-${flavour}-`);
+      fs.writeFileSync(path.join(dir, 'disk.raw'), '');
+      fs.truncateSync(path.join(dir, 'disk.raw'), MiB);
+      fs.writeFileSync(path.join(dir, 'mnt'), '');
+      // Files the daemon writes may not pass 2 MiB: growing the image past that fails with EFBIG.
+      const daemon = await startDaemon(flavour, ['--blockdev', `driver=file,node-name=disk,filename=${dir}/disk.raw`, '--export', `type=fuse,id=e0,node-name=disk,mountpoint=${dir}/mnt,writable=on,growable=on`], { dir, fileSizeLimitKiB: 2048 });
+      try {
+        return [
+          'dd if=/dev/zero of=$DIR/mnt bs=64k seek=40 count=1 conv=notrunc status=none',
+          'truncate -s 4M $DIR/mnt',
+          "stat -c '%s' $DIR/mnt",
+          'dd if=/dev/zero of=$DIR/mnt bs=64k seek=8 count=1 conv=notrunc,fsync status=none',
+          'dd if=$DIR/mnt bs=1M status=none | wc -c',
+        ].map((cmd) => sh(dir, cmd));
+      } finally {
+        await daemon.stop();
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    const ours = await run('qbd');
+    const theirs = await run('qsd');
+    if (process.env.FUSE_TEST_DUMP) console.log(JSON.stringify(ours, null, 1));
+    expect(ours).toEqual(theirs);
+    expect(ours[1]!.status).not.toBe(0);
+    expect(ours[0]!.stderr).toContain('File too large');
+    expect(ours[4]!.stdout.trim()).toBe(String(MiB));
+  }, 60_000);
+});
