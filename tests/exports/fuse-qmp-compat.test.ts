@@ -12,6 +12,8 @@ import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
 import { fuseMountable } from '../helpers/fuse';
 import { toolAvailable } from '../helpers/tools';
 
+const MiB = 1024 * 1024;
+
 interface Step {
   send: string;
   exact?: boolean;
@@ -103,6 +105,30 @@ describe('a FUSE export without the native addon', () => {
       expect(await c.cmd('query-block-exports')).toEqual([]);
       // The node is free again: nothing of the failed export holds it.
       expect(await c.cmd('blockdev-del', { 'node-name': 'n' })).toEqual({});
+      c.close();
+    } finally {
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
+describe.skipIf(!fuseMountable())('a FUSE export over an exported file named another way', () => {
+  it('mounts over the first instead of hanging (where the reference hangs), and both go away cleanly', async () => {
+    const dir = tempDir('qbd-fuse-twice-');
+    fs.writeFileSync(path.join(dir, 'mnt'), '');
+    const daemon = await startDaemon('qbd', ['--blockdev', 'driver=null-co,node-name=a,size=1048576', '--blockdev', 'driver=null-co,node-name=b,size=2097152'], { dir });
+    try {
+      const c = await daemon.client();
+      await c.cmd('block-export-add', { type: 'fuse', id: 'e0', 'node-name': 'a', mountpoint: path.join(dir, 'mnt') });
+      await c.cmd('block-export-add', { type: 'fuse', id: 'e1', 'node-name': 'b', mountpoint: `${dir}/./mnt` });
+      // The newer file system is on top.
+      expect(fs.statSync(path.join(dir, 'mnt')).size).toBe(2 * MiB);
+      await c.cmd('block-export-del', { id: 'e1' });
+      expect(fs.statSync(path.join(dir, 'mnt')).size).toBe(MiB);
+      await c.cmd('block-export-del', { id: 'e0' });
+      expect(fs.statSync(path.join(dir, 'mnt')).size).toBe(0);
+      expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(dir);
       c.close();
     } finally {
       await daemon.stop();
