@@ -29,6 +29,7 @@
 #include <node_api.h>
 
 #include "fd_watch.h"
+#include "fuse_mount.h"
 #include "napi_util.h"
 
 #define MAX_ALIGNMENT_REPORTED 4096
@@ -592,5 +593,6 @@ NAPI_MODULE_INIT() {
                      env, exports, sizeof(functions) / sizeof(functions[0]),
                      functions));
   NAPI_CALL(env, register_fd_watch(env, exports));
+  NAPI_CALL(env, register_fuse_mount(env, exports));
   return exports;
 }

@@ -17,12 +17,16 @@ import { attachChild, detachChild, requireNode } from '../block/global-state/gra
 import { findIothreadContext } from '../block/global-state/io-contexts';
 import { moveToContext } from '../block/global-state/iothread-move';
 import type { BlockExportOptions, BlockExportType, ExportDriver, ExportHandle, ExportInstance } from './export-driver';
+import { fuseExportDriver } from './fuse/fuse-export';
 import { nbdExportDriver, nbdServerAddOptions } from './nbd/nbd-export';
 import { nbdServerRunning, nbdServerStopListening } from './nbd/server-gs';
 
 export type { BlockExportOptions } from './export-driver';
 
-const drivers = new Map<BlockExportType, ExportDriver>([[nbdExportDriver.type, nbdExportDriver]]);
+const drivers = new Map<BlockExportType, ExportDriver>([
+  [nbdExportDriver.type, nbdExportDriver],
+  [fuseExportDriver.type, fuseExportDriver],
+]);
 
 let nextSerial = 1;
 

@@ -100,7 +100,8 @@ function conflict(child: BlockNode, denied: number, b: [GraphParent, string], a:
  * lets this edge be.
  */
 function checkPermConflicts(child: BlockNode, edge: BdrvChild | undefined, parent: GraphParent, role: string, perm: number, shared: number): void {
-  if (perm & (PERM.WRITE | PERM.RESIZE) && child.readOnly) {
+  // As in QEMU, only writing needs a writable node: a resize is refused later, by the truncate itself.
+  if (perm & PERM.WRITE && child.readOnly) {
     throw QmpError.generic(`Block node is read-only`);
   }
   const others = child.parents.filter((o) => o !== edge);

@@ -32,17 +32,29 @@ export async function blockResize(device: string | undefined, nodeName: string |
   const user: BackendParent = { kind: 'backend', name: '', graphType: 'block-backend' };
   const edge = await drained([node], () => attachChild(user, node, 'root', { perm: PERM.RESIZE, shared: PERM_ALL }));
   try {
-    const { length } = await node.ctx.channel.request(proto.nodeRequest, {
-      nodeName: node.name,
-      request: { op: 'truncate', length: size, exact: false, preallocation: 'off' },
-    });
-    node.length = length ?? size;
-    for (const d of descendants(node)) {
-      const current = d.driver.currentLength?.(d);
-      if (current !== undefined) d.length = current;
-    }
-    for (const n of [node, ...descendants(node)]) await resizeBitmaps(n);
+    if (node.readOnly) throw QmpError.generic('Image is read-only');
+    await resizeNode(node, size, false, 'off');
   } finally {
     await drained([node], () => detachChild(edge));
   }
+}
+
+/**
+ * Truncates or grows `node` through its I/O context and refreshes the
+ * lengths the GS side shows, its own and its children's, and the sizes of
+ * their dirty bitmaps. The caller holds the resize permission on the node.
+ */
+export async function resizeNode(node: BlockNode, size: number, exact: boolean, preallocation: string): Promise<number> {
+  assertMainLoop();
+  const { length } = await node.ctx.channel.request(proto.nodeRequest, {
+    nodeName: node.name,
+    request: { op: 'truncate', length: size, exact, preallocation },
+  });
+  node.length = length ?? size;
+  for (const d of descendants(node)) {
+    const current = d.driver.currentLength?.(d);
+    if (current !== undefined) d.length = current;
+  }
+  for (const n of [node, ...descendants(node)]) await resizeBitmaps(n);
+  return node.length;
 }
