@@ -5,7 +5,8 @@
       "sources": [
         "native/qbd_native.c",
         "native/napi_util.c",
-        "native/fd_watch.c"
+        "native/fd_watch.c",
+        "native/vhost_user.c"
       ],
       "defines": [
         "NAPI_VERSION=8",

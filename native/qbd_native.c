@@ -30,6 +30,7 @@
 
 #include "fd_watch.h"
 #include "napi_util.h"
+#include "vhost_user.h"
 
 #define MAX_ALIGNMENT_REPORTED 4096
 #define MAX_BUFFER_ALIGNMENT (1u << 30)
@@ -592,5 +593,6 @@ NAPI_MODULE_INIT() {
                      env, exports, sizeof(functions) / sizeof(functions[0]),
                      functions));
   NAPI_CALL(env, register_fd_watch(env, exports));
+  NAPI_CALL(env, register_vhost_user(env, exports));
   return exports;
 }
