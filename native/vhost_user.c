@@ -16,6 +16,8 @@
  * releaseMapping(arrayBuffer): detaches the buffer, so JavaScript can no
  *   longer reach the memory, and lets the unmapping happen.
  * eventFd(nonBlocking) -> descriptor; memFd(name, size) -> descriptor.
+ * closeFd(fd): close(2) of a descriptor node:fs did not open (a worker's
+ *   fs.close warns about those).
  *
  * Failed system calls throw errno errors, except in the two message calls,
  * which their callers poll.
@@ -267,6 +269,19 @@ static napi_value mem_fd(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  if (close(fd) < 0 && errno != EINTR) {
+    throw_errno(env, errno, "close");
+    return NULL;
+  }
+  return NULL;
+}
+
 napi_status register_vhost_user(napi_env env, napi_value exports) {
   const napi_property_descriptor functions[] = {
       {"recvWithFds", NULL, recv_with_fds, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -275,6 +290,7 @@ napi_status register_vhost_user(napi_env env, napi_value exports) {
       {"releaseMapping", NULL, release_mapping, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventFd", NULL, event_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memFd", NULL, mem_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof(functions) / sizeof(functions[0]), functions);
 }

@@ -19,10 +19,14 @@ import { moveToContext } from '../block/global-state/iothread-move';
 import type { BlockExportOptions, BlockExportType, ExportDriver, ExportHandle, ExportInstance } from './export-driver';
 import { nbdExportDriver, nbdServerAddOptions } from './nbd/nbd-export';
 import { nbdServerRunning, nbdServerStopListening } from './nbd/server-gs';
+import { vhostUserBlkExportDriver } from './vhost-user-blk/vhost-user-blk-export';
 
 export type { BlockExportOptions } from './export-driver';
 
-const drivers = new Map<BlockExportType, ExportDriver>([[nbdExportDriver.type, nbdExportDriver]]);
+const drivers = new Map<BlockExportType, ExportDriver>([
+  [nbdExportDriver.type, nbdExportDriver],
+  [vhostUserBlkExportDriver.type, vhostUserBlkExportDriver],
+]);
 
 let nextSerial = 1;
 

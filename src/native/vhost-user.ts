@@ -24,8 +24,9 @@ const addonMap = optionalAddonFunction<(fd: number, offset: number, length: numb
 const addonRelease = optionalAddonFunction<(mapping: ArrayBuffer) => void>('releaseMapping');
 const addonEventFd = optionalAddonFunction<(nonBlocking: boolean) => number>('eventFd');
 const addonMemFd = optionalAddonFunction<(name: string, size: number) => number>('memFd');
+const addonClose = optionalAddonFunction<(fd: number) => void>('closeFd');
 
-export const vhostUserCallsAvailable = [addonRecv, addonSend, addonMap, addonRelease, addonEventFd, addonMemFd].every((f) => f !== undefined);
+export const vhostUserCallsAvailable = [addonRecv, addonSend, addonMap, addonRelease, addonEventFd, addonMemFd, addonClose].every((f) => f !== undefined);
 
 /** Non-blocking recvmsg into buf[offset, offset + length); -EAGAIN when nothing is there yet. */
 export function recvWithFds(fd: number, buf: Uint8Array, offset = 0, length = buf.byteLength - offset): Received {
@@ -61,4 +62,10 @@ export function eventFd(nonBlocking = true): number {
 export function memFd(name: string, size: number): number {
   if (!addonMemFd) throw notSupported('memfd_create');
   return addonMemFd(name, size);
+}
+
+/** Closes a descriptor node:fs did not open (received ones, eventfds), without fs's warning in workers. */
+export function closeFd(fd: number): void {
+  if (!addonClose) throw notSupported('close');
+  addonClose(fd);
 }

@@ -5,6 +5,7 @@
  */
 import type { Channel } from '../../common/channel';
 import { installNbdService } from '../../exports/nbd/server-io';
+import { installVhostUserBlkService } from '../../exports/vhost-user-blk/io/service';
 import type { IoGraph } from './io-graph';
 import { installJobService } from '../../jobs/io/job-service';
 import { installNbdClientService } from '../drivers/nbd/service';
@@ -17,4 +18,4 @@ export interface IoContextRuntime {
 
 export type ContextService = (runtime: IoContextRuntime) => void;
 
-export const contextServices: ContextService[] = [installNbdService, installJobService, installNbdClientService];
+export const contextServices: ContextService[] = [installNbdService, installJobService, installNbdClientService, installVhostUserBlkService];
