@@ -18,4 +18,3 @@ export interface VhostUserBlkEntry {
 export const vhostUserBlkStart = requestType<VhostUserBlkEntry, void>('vhost-user-blk.start');
 /** Stops listening, drops the front-end, and resolves once its requests in flight have finished. */
 export const vhostUserBlkStop = requestType<{ id: string }, void>('vhost-user-blk.stop');
-export const vhostUserBlkClients = requestType<{ id: string }, number>('vhost-user-blk.clients');

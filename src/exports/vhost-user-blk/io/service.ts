@@ -89,10 +89,6 @@ class VhostUserBlkService {
     await new Promise<void>((resolve) => served.server.close(() => resolve()));
     await served.connection?.close();
   }
-
-  clients(id: string): number {
-    return this.exports.get(id)?.connection ? 1 : 0;
-  }
 }
 
 /** Installs the vhost-user-blk service on a starting I/O context. */
@@ -101,5 +97,4 @@ export function installVhostUserBlkService(runtime: IoContextRuntime): void {
   const ch = runtime.channel;
   ch.onRequest(msg.vhostUserBlkStart, (e) => service.start(e));
   ch.onRequest(msg.vhostUserBlkStop, ({ id }) => service.stop(id));
-  ch.onRequest(msg.vhostUserBlkClients, ({ id }) => service.clients(id));
 }
