@@ -70,6 +70,14 @@ async function conversation(sock: string): Promise<unknown[]> {
   out.push({ slots: await f.fe.getU64(P.REQ.GET_MAX_MEM_SLOTS) });
   out.push({ config: (await f.config()).toString('hex') });
   out.push({ configTooLong: (await f.config(256)).length });
+  const at4 = await f.fe.call(P.REQ.GET_CONFIG, Buffer.concat([Buffer.from([4, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0]), Buffer.alloc(8)]));
+  out.push({ configAt4: at4.payload.toString('hex') });
+  const wce = Buffer.alloc(13);
+  wce.writeUInt32LE(P.CONFIG.WRITEBACK, 0);
+  wce.writeUInt32LE(1, 4);
+  wce[12] = 1;
+  out.push({ setWriteback: await f.acked(P.REQ.SET_CONFIG, wce) });
+  out.push({ configWriteback: (await f.config()).toString('hex') });
   const requests: Array<[string, number, bigint, Buffer | number]> = [
     ['get-id', P.BLK_T.GET_ID, 0n, 20],
     ['get-id short', P.BLK_T.GET_ID, 0n, 8],
@@ -99,6 +107,9 @@ async function conversation(sock: string): Promise<unknown[]> {
   }
   const base = await f.fe.call(P.REQ.GET_VRING_BASE, vringState(0, 0));
   out.push({ base: base.payload.toString('hex') });
+  // A request the back-end does not handle ends the connection.
+  f.fe.send(99);
+  out.push({ unknownRequestDisconnects: await f.fe.disconnected() });
   return out;
 }
 

@@ -58,7 +58,10 @@ export class VhostUserConnection {
   private readonly kickWatches = new Map<number, FdWatch>();
   private features = 0n;
   private protocolFeatures = 0n;
+  /** The config space's cache mode byte: the reference starts at 0 whatever the export's cache mode. */
   private writeback = 0;
+  /** What requests go to; the guest may turn the write cache on or off. */
+  private readonly device: BlkDevice;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private notifyPending = new Set<SplitQueue>();
@@ -70,6 +73,7 @@ export class VhostUserConnection {
     private readonly fd: number,
     private readonly opts: ConnectionOptions,
   ) {
+    this.device = { backend: opts.backend, writable: opts.writable, writethrough: opts.writethrough, logicalBlockSize: opts.logicalBlockSize };
     this.queues = Array.from({ length: opts.numQueues }, (_, i) => new SplitQueue(i));
     this.gone = new Promise((resolve) => (this.resolveGone = resolve));
     this.watch = watchFd(fd, false, () => this.readable());
@@ -249,10 +253,11 @@ export class VhostUserConnection {
       case P.REQ.GET_CONFIG:
         return this.getConfig(payload);
       case P.REQ.SET_CONFIG:
-        return ack(this.setConfig(payload));
+        this.setConfig(payload);
+        return ack(true);
       default:
-        log.debug({ export: this.opts.exportId, request }, 'vhost-user request not supported');
-        return ack(false);
+        // As in the reference: a request it does not handle ends the connection.
+        protocolError(`request ${request} not supported`);
     }
   }
 
@@ -410,25 +415,29 @@ export class VhostUserConnection {
 
   private getConfig(payload: Buffer): void {
     if (payload.length < 12) protocolError('payload too short');
-    const offset = payload.readUInt32LE(0);
     const size = payload.readUInt32LE(4);
     const space = this.configSpace();
     // As the reference does, a request past the config space gets an empty reply, which the front-end takes as failure.
-    if (offset + size > space.length) return this.reply(P.REQ.GET_CONFIG, Buffer.alloc(0));
+    if (size > space.length) return this.reply(P.REQ.GET_CONFIG, Buffer.alloc(0));
+    // The reference answers from the start of the space whatever the offset asked (front-ends ask for offset 0).
     const out = Buffer.alloc(12 + size);
     payload.copy(out, 0, 0, 12);
-    space.copy(out, 12, offset, offset + size);
+    space.copy(out, 12, 0, size);
     this.reply(P.REQ.GET_CONFIG, out);
   }
 
-  /** Only the cache mode byte may be written. */
-  private setConfig(payload: Buffer): boolean {
+  /**
+   * Only the cache mode byte may be written, and it turns the write cache
+   * on or off as in the reference; anything else ends the connection, as
+   * there.
+   */
+  private setConfig(payload: Buffer): void {
     if (payload.length < 13) protocolError('payload too short');
     const offset = payload.readUInt32LE(0);
     const size = payload.readUInt32LE(4);
-    if (offset !== P.CONFIG.WRITEBACK || size !== 1) return false;
+    if (offset !== P.CONFIG.WRITEBACK || size !== 1) protocolError('config space write outside the cache mode');
     this.writeback = payload[12] ? 1 : 0;
-    return true;
+    this.device.writethrough = this.writeback === 0;
   }
 
   // ---- requests -----------------------------------------------------------------
@@ -452,7 +461,7 @@ export class VhostUserConnection {
 
   private start(q: SplitQueue, chain: Chain): void {
     this.inFlight++;
-    serveBlkRequest(this.opts, chain.readable, chain.writable)
+    serveBlkRequest(this.device, chain.readable, chain.writable)
       .catch(() => undefined)
       .then((len) => {
         q.push(chain.head, len ?? 0);
