@@ -33,14 +33,14 @@ afterEach(async () => {
 });
 
 /** A daemon exporting a raw image (first MiB filled with 0x5a) over vhost-user-blk. */
-async function exportImage(flavour: Flavour, exportOpts = 'writable=on'): Promise<{ dir: string; sock: string; image: string; daemon: RunningDaemon }> {
+async function exportImage(flavour: Flavour, exportOpts = 'writable=on', extra: string[] = []): Promise<{ dir: string; sock: string; image: string; daemon: RunningDaemon }> {
   const dir = tempDir(`qbd-vublk-${flavour}-`);
   const image = path.join(dir, 'disk.raw');
   fs.writeFileSync(image, Buffer.alloc(0));
   fs.truncateSync(image, SIZE);
   execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 1M', image], { stdio: 'ignore' });
   const sock = path.join(dir, 'vu.sock');
-  const daemon = await startDaemon(flavour, ['--blockdev', `file,filename=${image},node-name=f`, '--blockdev', 'raw,file=f,node-name=n', '--export', `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},${exportOpts}`], { dir });
+  const daemon = await startDaemon(flavour, [...extra, '--blockdev', `file,filename=${image},node-name=f`, '--blockdev', 'raw,file=f,node-name=n', '--export', `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},${exportOpts}`], { dir });
   running.push(daemon);
   return { dir, sock, image, daemon };
 }
@@ -257,5 +257,21 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
     const r = await f.request(P.BLK_T.IN, 0n, 512);
     expect(r.status).toBe(P.BLK_S_OK);
     expect(r.data.equals(Buffer.alloc(512, 0x5a))).toBe(true);
+  }, 60_000);
+
+  it('serves from an iothread, where the node lives', async () => {
+    const { sock, image, daemon } = await exportImage('qbd', 'writable=on,iothread=io0', ['--object', 'iothread,id=io0']);
+    const f = await open(sock);
+    const w = await f.request(P.BLK_T.OUT, 4096n, Buffer.alloc(4096, 0x77));
+    expect(w.status).toBe(P.BLK_S_OK);
+    const r = await f.request(P.BLK_T.IN, 4095n, 1024);
+    expect(r.status).toBe(P.BLK_S_OK);
+    expect(r.data.equals(Buffer.concat([Buffer.alloc(512, 0), Buffer.alloc(512, 0x77)]))).toBe(true);
+    const c = await daemon.client();
+    const nodes = (await c.cmd('query-named-block-nodes')) as Array<{ 'node-name': string }>;
+    expect(nodes.map((n) => n['node-name']).sort()).toEqual(['f', 'n']);
+    c.close();
+    await daemon.stop();
+    expect(fs.readFileSync(image).subarray(4096 * 512, 4097 * 512).equals(Buffer.alloc(512, 0x77))).toBe(true);
   }, 60_000);
 });

@@ -134,9 +134,29 @@ export interface GuestQueue {
   lastUsed: number;
 }
 
+/** Guest memory unless asked otherwise. */
 export const MEM_SIZE = 4 * 1024 * 1024;
 /** Where request data starts, as an offset in guest memory. */
 export const DATA_OFFSET = 0x100000;
+/** Guest memory each request slot takes: its header, status byte and data (the data at +4 KiB). */
+export const SLOT_SIZE = 0x40000;
+
+/** A request laid out and made available, not yet completed. */
+export interface Submitted {
+  queue: GuestQueue;
+  head: number;
+  statusAddr: bigint;
+  dataAddr: bigint;
+  dataLen: number;
+}
+
+export interface BlockFrontendOptions {
+  queues?: number;
+  queueSize?: number;
+  eventIdx?: boolean;
+  memSize?: number;
+  slotSize?: number;
+}
 
 /**
  * A front-end with guest memory shared: features negotiated, memory table
@@ -147,19 +167,22 @@ export class BlockFrontend {
   readonly memFd: number;
   readonly queues: GuestQueue[] = [];
   private readonly mapping: ArrayBuffer;
+  private readonly callWatches = new Map<GuestQueue, { close(): void; waiters: Array<() => void> }>();
 
   private constructor(
     readonly fe: VhostUserFrontend,
     readonly features: bigint,
     readonly protocolFeatures: bigint,
+    readonly memSize: number,
+    readonly slotSize: number,
   ) {
-    this.memFd = memFd('qbd-guest', MEM_SIZE);
-    this.mapping = mapShared(this.memFd, 0, MEM_SIZE);
+    this.memFd = memFd('qbd-guest', memSize);
+    this.mapping = mapShared(this.memFd, 0, memSize);
     this.mem = Buffer.from(this.mapping);
   }
 
   /** Connects and negotiates every feature the back-end offers (of those this front-end knows). */
-  static async open(socketPath: string, opts: { queues?: number; queueSize?: number; eventIdx?: boolean } = {}): Promise<BlockFrontend> {
+  static async open(socketPath: string, opts: BlockFrontendOptions = {}): Promise<BlockFrontend> {
     const fe = await VhostUserFrontend.connect(socketPath);
     const offered = await fe.getU64(P.REQ.GET_FEATURES);
     const known: number[] = [P.F.BLK_SIZE_MAX, P.F.BLK_SEG_MAX, P.F.BLK_RO, P.F.BLK_BLK_SIZE, P.F.BLK_FLUSH, P.F.BLK_TOPOLOGY, P.F.BLK_MQ, P.F.BLK_DISCARD, P.F.BLK_WRITE_ZEROES, P.F.RING_INDIRECT_DESC, P.F.PROTOCOL_FEATURES, P.F.VERSION_1];
@@ -170,7 +193,7 @@ export class BlockFrontend {
     fe.send(P.REQ.SET_PROTOCOL_FEATURES, u64(proto));
     fe.send(P.REQ.SET_OWNER);
     fe.send(P.REQ.SET_FEATURES, u64(features));
-    const blk = new BlockFrontend(fe, features, proto);
+    const blk = new BlockFrontend(fe, features, proto, opts.memSize ?? MEM_SIZE, opts.slotSize ?? SLOT_SIZE);
     await blk.sendMemTable();
     const queues = opts.queues ?? 1;
     for (let i = 0; i < queues; i++) await blk.setUpQueue(i, opts.queueSize ?? 16);
@@ -187,7 +210,7 @@ export class BlockFrontend {
     const table = Buffer.alloc(8 + P.MEM_REGION_SIZE);
     table.writeUInt32LE(1, 0);
     table.writeBigUInt64LE(GUEST_BASE, 8);
-    table.writeBigUInt64LE(BigInt(MEM_SIZE), 16);
+    table.writeBigUInt64LE(BigInt(this.memSize), 16);
     table.writeBigUInt64LE(USER_BASE, 24);
     table.writeBigUInt64LE(0n, 32);
     const status = await this.acked(P.REQ.SET_MEM_TABLE, table, [this.memFd]);
@@ -250,28 +273,34 @@ export class BlockFrontend {
     return { id: used.readUInt32LE(4 + 8 * slot), len: used.readUInt32LE(8 + 8 * slot) };
   }
 
+  /** Waits for the next interrupt of `q` (one watch per queue, kept until close). */
   private waitCall(q: GuestQueue): Promise<void> {
-    return new Promise((resolve) => {
+    let watch = this.callWatches.get(q);
+    if (!watch) {
       const eight = Buffer.alloc(8);
-      if (readFd(q.call, eight) === 8) return resolve();
+      const waiters: Array<() => void> = [];
       const w = watchFd(q.call, false, () => {
         readFd(q.call, eight);
-        w.close();
-        resolve();
+        for (const resolve of waiters.splice(0)) resolve();
       });
-    });
+      watch = { close: () => w.close(), waiters };
+      this.callWatches.set(q, watch);
+    }
+    const waiters = watch.waiters;
+    return new Promise((resolve) => waiters.push(resolve));
   }
 
   /**
-   * One virtio-blk request as a chain of three descriptors (header, data,
-   * status) at `slot`*4 in queue 0's table; data lives at a per-slot place.
-   * Answers the status byte, the used length and the data buffer.
+   * Lays out one virtio-blk request in `slot` as a chain of three
+   * descriptors (header, data, status; two without data) at 3 * slot in the
+   * queue's table, with its buffers in the slot's guest memory, and makes it
+   * available.
    */
-  async request(type: number, sector: bigint, data: Buffer | number, opts: { queue?: number; slot?: number } = {}): Promise<{ status: number; len: number; data: Buffer }> {
+  submit(type: number, sector: bigint, data: Buffer | number, opts: { queue?: number; slot?: number } = {}): Submitted {
     const q = this.queues[opts.queue ?? 0];
     const slot = opts.slot ?? 0;
     const head = slot * 3;
-    const hdrAddr = GUEST_BASE + BigInt(DATA_OFFSET + slot * 0x40000);
+    const hdrAddr = GUEST_BASE + BigInt(DATA_OFFSET + slot * this.slotSize);
     const dataAddr = hdrAddr + 0x1000n;
     const dataLen = typeof data === 'number' ? data : data.length;
     const statusAddr = hdrAddr + 0x100n;
@@ -292,9 +321,15 @@ export class BlockFrontend {
       this.writeDesc(q, head + 2, statusAddr, 1, P.DESC_F_WRITE, 0);
     }
     this.publish(q, head);
-    const used = await this.nextUsed(q);
-    if (used.id !== head) throw new Error(`used id ${used.id}, expected ${head}`);
-    return { status: this.at(statusAddr, 1)[0], len: used.len, data: Buffer.from(this.at(dataAddr, dataLen)) };
+    return { queue: q, head, statusAddr, dataAddr, dataLen };
+  }
+
+  /** One request, waited for: its status byte, the used length and the data buffer. */
+  async request(type: number, sector: bigint, data: Buffer | number, opts: { queue?: number; slot?: number } = {}): Promise<{ status: number; len: number; data: Buffer }> {
+    const s = this.submit(type, sector, data, opts);
+    const used = await this.nextUsed(s.queue);
+    if (used.id !== s.head) throw new Error(`used id ${used.id}, expected ${s.head}`);
+    return { status: this.at(s.statusAddr, 1)[0], len: used.len, data: Buffer.from(this.at(s.dataAddr, s.dataLen)) };
   }
 
   async config(size: number = P.CONFIG.SIZE): Promise<Buffer> {
@@ -307,6 +342,8 @@ export class BlockFrontend {
 
   close(): void {
     this.fe.close();
+    for (const w of this.callWatches.values()) w.close();
+    this.callWatches.clear();
     for (const q of this.queues) {
       fs.closeSync(q.kick);
       fs.closeSync(q.call);
