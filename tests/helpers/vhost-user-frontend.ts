@@ -4,11 +4,10 @@
  * drives split virtqueues with virtio-blk requests, as a VM's virtio-blk
  * driver would, without booting one.
  */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { dupFd } from '../../src/native/native';
 import { readFd, watchFd, writeFd } from '../../src/native/fd-watch';
-import { eventFd, mapShared, memFd, recvWithFds, releaseMapping, sendWithFds } from '../../src/native/vhost-user';
+import { closeFd, eventFd, mapShared, memFd, recvWithFds, releaseMapping, sendWithFds } from '../../src/native/vhost-user';
 import * as P from '../../src/exports/vhost-user-blk/protocol';
 
 const EAGAIN = 11;
@@ -49,7 +48,7 @@ export class VhostUserFrontend {
     const buf = Buffer.alloc(65536);
     for (;;) {
       const got = recvWithFds(this.fd, buf);
-      for (const fd of got.fds) fs.closeSync(fd);
+      for (const fd of got.fds) closeFd(fd);
       if (got.bytes === -EAGAIN) break;
       if (got.bytes <= 0) {
         this.closed = true;
@@ -103,7 +102,7 @@ export class VhostUserFrontend {
 
   close(): void {
     this.watch.close();
-    fs.closeSync(this.fd);
+    closeFd(this.fd);
   }
 }
 
@@ -345,10 +344,10 @@ export class BlockFrontend {
     for (const w of this.callWatches.values()) w.close();
     this.callWatches.clear();
     for (const q of this.queues) {
-      fs.closeSync(q.kick);
-      fs.closeSync(q.call);
+      closeFd(q.kick);
+      closeFd(q.call);
     }
     releaseMapping(this.mapping);
-    fs.closeSync(this.memFd);
+    closeFd(this.memFd);
   }
 }

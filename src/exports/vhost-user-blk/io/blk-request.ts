@@ -7,6 +7,7 @@
  * types and flags.
  */
 import type { IoBackend } from '../../../block/io/backend';
+import { releaseReadBuffer, takeReadBuffer } from '../../nbd/read-buffers';
 import * as P from '../protocol';
 
 export interface BlkDevice {
@@ -28,9 +29,9 @@ function totalLength(bufs: Buffer[]): number {
   return n;
 }
 
-/** The bytes [from, from + length) of a scattered buffer, copied out. */
+/** The bytes [from, from + length) of a scattered buffer, copied out (into a pooled buffer: hand it back once done). */
 function gather(bufs: Buffer[], from: number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
+  const out = takeReadBuffer(length);
   let pos = 0;
   for (const b of bufs) {
     if (pos >= length) break;
@@ -75,11 +76,12 @@ function rangeOk(dev: BlkDevice, sector: bigint, bytes: number): boolean {
 }
 
 async function readInto(dev: BlkDevice, offset: number, dest: Buffer[], length: number): Promise<void> {
-  // One guest buffer takes the data directly; several get a bounce buffer.
+  // One guest buffer takes the data directly; several get a bounce buffer, reused (fresh memory costs a page fault per page).
   if (dest.length === 1 && dest[0].length >= length) return dev.backend.read(offset, dest[0].subarray(0, length));
-  const bounce = Buffer.allocUnsafe(length);
+  const bounce = takeReadBuffer(length);
   await dev.backend.read(offset, bounce);
   scatter(dest, bounce);
+  releaseReadBuffer(bounce);
 }
 
 /** One discard or write-zeroes request: a single segment, as the reference takes it. */
@@ -147,9 +149,12 @@ export async function serveBlkRequest(dev: BlkDevice, readable: Buffer[], writab
   let status: number;
   try {
     status = await execute(dev, type, sector, payload, dataIn, inLength - 1);
+    releaseReadBuffer(payload);
   } catch {
+    // Pieces of a failed request may still be under way: its buffer is left to the collector.
     status = P.BLK_S_IOERR;
   }
+  releaseReadBuffer(header);
   const last = writable[writable.length - 1];
   last[last.length - 1] = status;
   return inLength;

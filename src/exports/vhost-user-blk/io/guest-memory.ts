@@ -24,8 +24,9 @@ interface Region extends RegionDescription {
 
 /** An unsigned 64-bit field as a number; addresses beyond 2^53 are out of every region. */
 export function u64(buf: Buffer, offset: number): number {
-  const v = buf.readBigUInt64LE(offset);
-  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.POSITIVE_INFINITY : Number(v);
+  // Two 32-bit halves: no BigInt on the path of every descriptor.
+  const high = buf.readUInt32LE(offset + 4);
+  return high >= 0x200000 ? Number.POSITIVE_INFINITY : high * 0x100000000 + buf.readUInt32LE(offset);
 }
 
 export function readRegion(buf: Buffer, offset: number): RegionDescription {

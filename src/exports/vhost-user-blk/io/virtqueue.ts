@@ -26,6 +26,22 @@ interface RingAddresses {
   avail: number;
 }
 
+/**
+ * Adds guest buffers to a list, joining each to the one before when they
+ * are adjacent in the same mapping: a guest often splits a request into
+ * page-sized descriptors of contiguous memory, and one buffer takes one copy.
+ */
+function append(list: Buffer[], bufs: Buffer[]): void {
+  for (const b of bufs) {
+    const last = list[list.length - 1];
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
+      list[list.length - 1] = Buffer.from(b.buffer, last.byteOffset, last.length + b.length);
+    } else {
+      list.push(b);
+    }
+  }
+}
+
 function fail(why: string): never {
   throw new VirtqueueError(why);
 }
@@ -133,9 +149,9 @@ export class SplitQueue {
         continue;
       }
       const bufs = mem.guestRange(addr, len) ?? fail('buffer outside guest memory');
-      if (flags & P.DESC_F_WRITE) chain.writable.push(...bufs);
+      if (flags & P.DESC_F_WRITE) append(chain.writable, bufs);
       else if (chain.writable.length > 0) fail('readable buffer after a writable one');
-      else chain.readable.push(...bufs);
+      else append(chain.readable, bufs);
       if (!(flags & P.DESC_F_NEXT)) return chain;
       i = next;
       if (i >= limit) fail('next descriptor past the table');
