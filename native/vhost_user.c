@@ -13,6 +13,7 @@
  * mapShared(fd, offset, length) -> ArrayBuffer over mmap(MAP_SHARED,
  *   PROT_READ | PROT_WRITE) of the range; unmapped once the buffer is
  *   released (releaseMapping detaches it) and no view uses it any more.
+ *   Lengths over Node's buffer limit (4 GiB on Node 20) throw.
  * releaseMapping(arrayBuffer): detaches the buffer, so JavaScript can no
  *   longer reach the memory, and lets the unmapping happen.
  * eventFd(nonBlocking) -> descriptor; memFd(name, size) -> descriptor.
@@ -200,12 +201,9 @@ static napi_value map_shared(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value buffer;
-  if (napi_create_external_arraybuffer(env, m->address, m->length, unmap, m, &buffer) != napi_ok) {
-    munmap(m->address, m->length);
-    free(m);
-    throw_napi_failure(env, "napi_create_external_arraybuffer");
-    return NULL;
-  }
+  /* On failure (a length over Node's buffer limit, for one) Node has already
+     called `unmap`: the mapping is gone and must not be released again. */
+  NAPI_CALL(env, napi_create_external_arraybuffer(env, m->address, m->length, unmap, m, &buffer));
   return buffer;
 }
 

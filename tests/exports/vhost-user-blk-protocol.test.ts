@@ -15,7 +15,7 @@ import * as P from '../../src/exports/vhost-user-blk/protocol';
 import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { BlockFrontend, GUEST_BASE, MEM_SIZE, vringState } from '../helpers/vhost-user-frontend';
-import { vhostUserCallsAvailable } from '../../src/native/vhost-user';
+import { mapShared, releaseMapping, vhostUserCallsAvailable } from '../../src/native/vhost-user';
 
 const haveTools = toolAvailable('qemu-storage-daemon') && toolAvailable('qemu-img') && toolAvailable('qemu-io');
 const SIZE = 64 * 1024 * 1024;
@@ -273,5 +273,40 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
     c.close();
     await daemon.stop();
     expect(fs.readFileSync(image).subarray(4096 * 512, 4097 * 512).equals(Buffer.alloc(512, 0x77))).toBe(true);
+  }, 60_000);
+
+  it('maps guest memory larger than a Node buffer, and serves buffers high in it', async () => {
+    const { sock, image } = await exportImage('qbd');
+    const GiB = 1024 * 1024 * 1024;
+    // A sparse memfd: only the pages touched take memory.
+    const f = await open(sock, { memSize: 6 * GiB });
+    const highOffset = 5 * GiB + 12288;
+    const high = mapShared(f.memFd, 5 * GiB, 1 << 20);
+    try {
+      const view = new Uint8Array(high, 12288, 8192);
+      view.fill(0x6b);
+      const q = f.queues[0];
+      const hdrAddr = GUEST_BASE + 0x100000n;
+      const hdr = f.at(hdrAddr, P.BLK_REQ_HEADER);
+      const send = async (type: number): Promise<number> => {
+        hdr.writeUInt32LE(type, 0);
+        hdr.writeBigUInt64LE(100n, 8);
+        f.at(hdrAddr + 0x100n, 1)[0] = 0xff;
+        f.writeDesc(q, 0, hdrAddr, P.BLK_REQ_HEADER, P.DESC_F_NEXT, 1);
+        f.writeDesc(q, 1, GUEST_BASE + BigInt(highOffset), 8192, P.DESC_F_NEXT | (type === P.BLK_T.IN ? P.DESC_F_WRITE : 0), 2);
+        f.writeDesc(q, 2, hdrAddr + 0x100n, 1, P.DESC_F_WRITE, 0);
+        f.publish(q, 0);
+        await f.nextUsed(q);
+        return f.at(hdrAddr + 0x100n, 1)[0];
+      };
+      expect(await send(P.BLK_T.OUT)).toBe(P.BLK_S_OK);
+      view.fill(0);
+      expect(await send(P.BLK_T.IN)).toBe(P.BLK_S_OK);
+      expect(Buffer.from(view).equals(Buffer.alloc(8192, 0x6b))).toBe(true);
+    } finally {
+      releaseMapping(high);
+    }
+    const disk = fs.readFileSync(image);
+    expect(disk.subarray(100 * 512, 100 * 512 + 8192).equals(Buffer.alloc(8192, 0x6b))).toBe(true);
   }, 60_000);
 });

@@ -133,6 +133,8 @@ export interface GuestQueue {
   lastUsed: number;
 }
 
+/** How much of guest memory the front-end maps for itself. */
+const MAPPED_BY_FRONTEND = 1024 * 1024 * 1024;
 /** Guest memory unless asked otherwise. */
 export const MEM_SIZE = 4 * 1024 * 1024;
 /** Where request data starts, as an offset in guest memory. */
@@ -176,7 +178,8 @@ export class BlockFrontend {
     readonly slotSize: number,
   ) {
     this.memFd = memFd('qbd-guest', memSize);
-    this.mapping = mapShared(this.memFd, 0, memSize);
+    // The front-end itself sees at most the first GiB (rings and request slots live there).
+    this.mapping = mapShared(this.memFd, 0, Math.min(memSize, MAPPED_BY_FRONTEND));
     this.mem = Buffer.from(this.mapping);
   }
 

@@ -1,4 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest';
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -76,6 +77,10 @@ describe('vhost-user calls of the native addon', () => {
     const devNull = fs.openSync('/dev/null', 'r');
     cleanups.push(() => fs.closeSync(devNull));
     expect(() => mapShared(devNull, 0, 4096)).toThrow(expect.objectContaining({ syscall: 'mmap' }));
+    // Past Node's buffer limit: refused, and the mapping released exactly once.
+    const big = memFd('qbd-test-big', 6 * 1024 ** 3);
+    cleanups.push(() => fs.closeSync(big));
+    if (bufferConstants.MAX_LENGTH < 6 * 1024 ** 3) expect(() => mapShared(big, 0, 6 * 1024 ** 3)).toThrow(expect.objectContaining({ code: 'ERR_BUFFER_TOO_LARGE' }));
   });
 
   it.runIf(vhostUserCallsAvailable)('makes eventfds that count kicks', () => {

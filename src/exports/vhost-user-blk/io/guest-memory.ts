@@ -8,6 +8,8 @@
 import { closeFd, mapShared, releaseMapping } from '../../../native/vhost-user';
 
 const PAGE = 4096;
+/** Regions are mapped in pieces of at most this much: Node's buffers stop at 4 GiB, guests' memory does not. */
+const CHUNK = 1024 * 1024 * 1024;
 
 export interface RegionDescription {
   guestAddr: number;
@@ -16,9 +18,12 @@ export interface RegionDescription {
   mmapOffset: number;
 }
 
+/** One mapped piece of a region the front-end described. */
 interface Region extends RegionDescription {
+  /** The description it belongs to: removal takes all its pieces. */
+  origin: RegionDescription;
   mapping: ArrayBuffer;
-  /** The region's bytes, inside `mapping`. */
+  /** The piece's bytes, inside `mapping`. */
   bytes: Buffer;
 }
 
@@ -38,8 +43,9 @@ export class GuestMemory {
   /** Mappings replaced while requests were in flight: released once none is. */
   private retired: ArrayBuffer[] = [];
 
+  /** Regions as the front-end described them. */
   get count(): number {
-    return this.regions.length;
+    return new Set(this.regions.map((r) => r.origin)).size;
   }
 
   /** Maps a region from `fd` (which stays the caller's to close). Throws for an impossible region. */
@@ -48,17 +54,32 @@ export class GuestMemory {
     for (const r of this.regions) {
       if (desc.guestAddr < r.guestAddr + r.size && r.guestAddr < desc.guestAddr + desc.size) throw new Error('memory regions overlap');
     }
-    const start = Math.floor(desc.mmapOffset / PAGE) * PAGE;
-    const lead = desc.mmapOffset - start;
-    const mapping = mapShared(fd, start, lead + desc.size);
-    this.regions.push({ ...desc, mapping, bytes: Buffer.from(mapping, lead, desc.size) });
+    const pieces: Region[] = [];
+    try {
+      for (let done = 0; done < desc.size; done += CHUNK) {
+        const size = Math.min(CHUNK, desc.size - done);
+        const offset = desc.mmapOffset + done;
+        const start = Math.floor(offset / PAGE) * PAGE;
+        const lead = offset - start;
+        const mapping = mapShared(fd, start, lead + size);
+        pieces.push({ guestAddr: desc.guestAddr + done, size, userAddr: desc.userAddr + done, mmapOffset: offset, origin: desc, mapping, bytes: Buffer.from(mapping, lead, size) });
+      }
+    } catch (err) {
+      for (const p of pieces) releaseMapping(p.mapping);
+      throw err;
+    }
+    this.regions.push(...pieces);
   }
 
   /** Removes the region matching `desc`; false when there is none. */
   remove(desc: RegionDescription, inFlight: boolean): boolean {
-    const i = this.regions.findIndex((r) => r.guestAddr === desc.guestAddr && r.size === desc.size && r.userAddr === desc.userAddr);
-    if (i < 0) return false;
-    this.retire(this.regions.splice(i, 1), inFlight);
+    const origin = this.regions.find((r) => r.origin.guestAddr === desc.guestAddr && r.origin.size === desc.size && r.origin.userAddr === desc.userAddr)?.origin;
+    if (!origin) return false;
+    this.retire(
+      this.regions.filter((r) => r.origin === origin),
+      inFlight,
+    );
+    this.regions = this.regions.filter((r) => r.origin !== origin);
     return true;
   }
 
