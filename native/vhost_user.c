@@ -19,11 +19,14 @@
  * eventFd(nonBlocking) -> descriptor; memFd(name, size) -> descriptor.
  * closeFd(fd): close(2) of a descriptor node:fs did not open (a worker's
  *   fs.close warns about those).
+ * setNonBlocking(fd): O_NONBLOCK on a received descriptor, so that a
+ *   notifier a front-end never drains cannot block the serving thread.
  *
  * Failed system calls throw errno errors, except in the two message calls,
  * which their callers poll.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -280,6 +283,20 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value set_non_blocking(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    throw_errno(env, errno, "fcntl(F_SETFL)");
+    return NULL;
+  }
+  return NULL;
+}
+
 napi_status register_vhost_user(napi_env env, napi_value exports) {
   const napi_property_descriptor functions[] = {
       {"recvWithFds", NULL, recv_with_fds, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -289,6 +306,7 @@ napi_status register_vhost_user(napi_env env, napi_value exports) {
       {"eventFd", NULL, event_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memFd", NULL, mem_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setNonBlocking", NULL, set_non_blocking, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof(functions) / sizeof(functions[0]), functions);
 }

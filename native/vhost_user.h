@@ -7,7 +7,7 @@
 
 #include <node_api.h>
 
-/* Adds recvWithFds, sendWithFds, mapShared, releaseMapping, eventFd, memFd and closeFd to `exports`. */
+/* Adds recvWithFds, sendWithFds, mapShared, releaseMapping, eventFd, memFd, closeFd and setNonBlocking to `exports`. */
 napi_status register_vhost_user(napi_env env, napi_value exports);
 
 #endif

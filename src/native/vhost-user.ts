@@ -25,8 +25,9 @@ const addonRelease = optionalAddonFunction<(mapping: ArrayBuffer) => void>('rele
 const addonEventFd = optionalAddonFunction<(nonBlocking: boolean) => number>('eventFd');
 const addonMemFd = optionalAddonFunction<(name: string, size: number) => number>('memFd');
 const addonClose = optionalAddonFunction<(fd: number) => void>('closeFd');
+const addonNonBlocking = optionalAddonFunction<(fd: number) => void>('setNonBlocking');
 
-export const vhostUserCallsAvailable = [addonRecv, addonSend, addonMap, addonRelease, addonEventFd, addonMemFd, addonClose].every((f) => f !== undefined);
+export const vhostUserCallsAvailable = [addonRecv, addonSend, addonMap, addonRelease, addonEventFd, addonMemFd, addonClose, addonNonBlocking].every((f) => f !== undefined);
 
 /** Non-blocking recvmsg into buf[offset, offset + length); -EAGAIN when nothing is there yet. */
 export function recvWithFds(fd: number, buf: Uint8Array, offset = 0, length = buf.byteLength - offset): Received {
@@ -68,4 +69,10 @@ export function memFd(name: string, size: number): number {
 export function closeFd(fd: number): void {
   if (!addonClose) throw notSupported('close');
   addonClose(fd);
+}
+
+/** Sets O_NONBLOCK on a descriptor (shared with whoever else holds it, as the flag belongs to the open file). */
+export function setNonBlocking(fd: number): void {
+  if (!addonNonBlocking) throw notSupported('fcntl(F_SETFL)');
+  addonNonBlocking(fd);
 }

@@ -12,10 +12,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as P from '../../src/exports/vhost-user-blk/protocol';
-import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
+import { startDaemon, tempDir, waitFor, type Flavour, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
-import { BlockFrontend, GUEST_BASE, MEM_SIZE, vringState } from '../helpers/vhost-user-frontend';
-import { mapShared, releaseMapping, vhostUserCallsAvailable } from '../../src/native/vhost-user';
+import { BlockFrontend, GUEST_BASE, MEM_SIZE, u64, vringState } from '../helpers/vhost-user-frontend';
+import { closeFd, eventFd, mapShared, releaseMapping, vhostUserCallsAvailable } from '../../src/native/vhost-user';
+import { writeFd } from '../../src/native/fd-watch';
 
 const haveTools = toolAvailable('qemu-storage-daemon') && toolAvailable('qemu-img') && toolAvailable('qemu-io');
 const SIZE = 64 * 1024 * 1024;
@@ -308,5 +309,26 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
     }
     const disk = fs.readFileSync(image);
     expect(disk.subarray(100 * 512, 100 * 512 + 8192).equals(Buffer.alloc(8192, 0x6b))).toBe(true);
+  }, 60_000);
+
+  it('keeps serving when a front-end never drains its blocking call eventfd', async () => {
+    const { sock, daemon } = await exportImage('qbd');
+    const f = await open(sock);
+    const q = f.queues[0];
+    // A blocking eventfd one short of its ceiling: one more write of 1 would block the writer.
+    const call = eventFd(false);
+    const full = Buffer.alloc(8);
+    full.writeBigUInt64LE(0xfffffffffffffffdn);
+    expect(writeFd(call, full)).toBe(8);
+    f.fe.send(P.REQ.SET_VRING_CALL, u64(0n), [call]);
+    closeFd(call);
+    const used = f.at(q.used, 4);
+    for (let i = 0; i < 3; i++) {
+      f.submit(P.BLK_T.IN, BigInt(i), 512);
+      await waitFor(() => used.readUInt16LE(2) === i + 1, 10_000, 'a completion on the used ring');
+    }
+    const c = await daemon.client();
+    expect(await c.cmd('query-block-exports')).toHaveLength(1);
+    c.close();
   }, 60_000);
 });

@@ -9,7 +9,7 @@
  */
 import { log } from '../../../common/log';
 import { readFd, watchFd, writeFd, type FdWatch } from '../../../native/fd-watch';
-import { recvWithFds, sendWithFds } from '../../../native/vhost-user';
+import { recvWithFds, sendWithFds, setNonBlocking } from '../../../native/vhost-user';
 import * as P from '../protocol';
 import { serveBlkRequest, type BlkDevice } from './blk-request';
 import { closeFds, closeQuietly, GuestMemory, readRegion, u64 } from './guest-memory';
@@ -306,6 +306,8 @@ export class VhostUserConnection {
       protocolError('notifier without exactly one descriptor');
     }
     const fd = noFd ? undefined : fds[0];
+    // A blocking notifier would let a front-end that never drains its call eventfd stall this thread on a write.
+    if (fd !== undefined) setNonBlocking(fd);
     if (request === P.REQ.SET_VRING_KICK) {
       this.setKick(q, fd);
       q.started = true;
