@@ -331,4 +331,34 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
     expect(await c.cmd('query-block-exports')).toHaveLength(1);
     c.close();
   }, 60_000);
+
+  it('follows its node under a snapshot overlay, as the reference does', async () => {
+    const run = async (flavour: Flavour): Promise<unknown[]> => {
+      const { dir, sock, image, daemon } = await exportImage(flavour);
+      const overlay = path.join(dir, 'overlay.qcow2');
+      execFileSync('qemu-img', ['create', '-f', 'qcow2', '-F', 'raw', '-b', image, overlay], { stdio: 'ignore' });
+      const f = await open(sock);
+      const out: unknown[] = [(await f.request(P.BLK_T.OUT, 0n, Buffer.alloc(4096, 0x11))).status];
+      const c = await daemon.client();
+      out.push(await c.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'ov', file: { driver: 'file', filename: overlay }, backing: null }));
+      out.push(await c.execute('blockdev-snapshot', { node: 'n', overlay: 'ov' }));
+      out.push(await c.execute('query-block-exports'));
+      out.push((await f.request(P.BLK_T.OUT, 8n, Buffer.alloc(4096, 0x22))).status);
+      const r = await f.request(P.BLK_T.IN, 0n, 8192, { slot: 1 });
+      out.push(r.status, r.data.equals(Buffer.concat([Buffer.alloc(4096, 0x11), Buffer.alloc(4096, 0x22)])));
+      f.close();
+      frontends.splice(frontends.indexOf(f), 1);
+      out.push(await c.execute('block-export-del', { id: 'e' }));
+      await c.waitEvent('BLOCK_EXPORT_DELETED');
+      c.close();
+      await daemon.stop();
+      // The first write went to the raw image, the second only to the overlay.
+      execFileSync('qemu-img', ['check', '-f', 'qcow2', overlay]);
+      const base = fs.readFileSync(image);
+      out.push(base.subarray(0, 4096).equals(Buffer.alloc(4096, 0x11)), base.subarray(4096, 8192).equals(Buffer.alloc(4096, 0x5a)));
+      out.push(execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x22 4096 4096', overlay]).toString().includes('read 4096/4096'));
+      return out;
+    };
+    expect(await run('qbd')).toEqual(await run('qsd'));
+  }, 60_000);
 });
