@@ -8,6 +8,7 @@
  * serving.
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -360,5 +361,44 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
       return out;
     };
     expect(await run('qbd')).toEqual(await run('qsd'));
+  }, 60_000);
+
+  it('moves large scattered requests in pieces, each byte to its place', async () => {
+    const { sock, image, daemon } = await exportImage('qbd');
+    const f = await open(sock, { memSize: 64 << 20 });
+    const q = f.queues[0];
+    const data = randomBytes(9 << 20);
+    const hdrAddr = GUEST_BASE + 0x100000n;
+    const statusAddr = hdrAddr + 0x100n;
+    /** One request whose data lies in `sizes` pieces, 4 KiB apart, from 16 MiB into guest memory. */
+    const send = async (type: number, sizes: number[]): Promise<Buffer[]> => {
+      const hdr = f.at(hdrAddr, P.BLK_REQ_HEADER);
+      hdr.writeUInt32LE(type, 0);
+      hdr.writeBigUInt64LE(2048n, 8);
+      f.at(statusAddr, 1)[0] = 0xff;
+      f.writeDesc(q, 0, hdrAddr, P.BLK_REQ_HEADER, P.DESC_F_NEXT, 1);
+      let addr = GUEST_BASE + BigInt(16 << 20);
+      let pos = 0;
+      const pieces: Buffer[] = [];
+      sizes.forEach((size, i) => {
+        const piece = f.at(addr, size);
+        if (type === P.BLK_T.OUT) data.copy(piece, 0, pos, pos + size);
+        else piece.fill(0);
+        pieces.push(piece);
+        f.writeDesc(q, i + 1, addr, size, P.DESC_F_NEXT | (type === P.BLK_T.IN ? P.DESC_F_WRITE : 0), i + 2);
+        addr += BigInt(size + 4096);
+        pos += size;
+      });
+      f.writeDesc(q, sizes.length + 1, statusAddr, 1, P.DESC_F_WRITE, 0);
+      f.publish(q, 0);
+      await f.nextUsed(q);
+      expect(f.at(statusAddr, 1)[0]).toBe(P.BLK_S_OK);
+      return pieces;
+    };
+    await send(P.BLK_T.OUT, [3 << 20, 1 << 20, 5 << 20]);
+    const back = await send(P.BLK_T.IN, [1536 << 10, 1536 << 10, 6 << 20]);
+    expect(Buffer.concat(back).equals(data)).toBe(true);
+    await daemon.stop();
+    expect(fs.readFileSync(image).subarray(1 << 20, 10 << 20).equals(data)).toBe(true);
   }, 60_000);
 });
