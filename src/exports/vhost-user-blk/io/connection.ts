@@ -17,6 +17,9 @@ import { SplitQueue, VirtqueueError, type Chain } from './virtqueue';
 
 const EAGAIN = 11;
 const READ_CHUNK = 65536;
+/** What may wait unhandled: far more than a front-end sends before it needs an answer. */
+const MAX_PENDING_BYTES = 1024 * 1024;
+const MAX_PENDING_FDS = 256;
 
 /** The device features offered, as the reference offers them (less dirty logging for migration). */
 const DEVICE_FEATURES = [P.F.BLK_SIZE_MAX, P.F.BLK_SEG_MAX, P.F.BLK_BLK_SIZE, P.F.BLK_FLUSH, P.F.BLK_TOPOLOGY, P.F.BLK_CONFIG_WCE, P.F.BLK_MQ, P.F.BLK_DISCARD, P.F.BLK_WRITE_ZEROES, P.F.RING_INDIRECT_DESC, P.F.RING_EVENT_IDX, P.F.PROTOCOL_FEATURES, P.F.VERSION_1].reduce((m, b) => m | P.bit(b), 0n);
@@ -112,8 +115,14 @@ export class VhostUserConnection {
       }
       this.input = this.input.length === 0 ? Buffer.from(chunk.subarray(0, got.bytes)) : Buffer.concat([this.input, chunk.subarray(0, got.bytes)]);
       if (got.fds.length > 0) this.fdMarks.push({ end: this.consumed + this.input.length, fds: got.fds });
+      this.dispatch();
+      if (this.closed) return;
+      // Messages wait while one is handled; a front-end piling up more than any real one would is cut off.
+      if (this.input.length > MAX_PENDING_BYTES || this.fdMarks.length > MAX_PENDING_FDS) {
+        this.fail(new ProtocolError('too many messages waiting'));
+        return;
+      }
     }
-    this.dispatch();
   }
 
   /** Handles the complete messages buffered, in order, one at a time. */
@@ -295,6 +304,8 @@ export class VhostUserConnection {
     const q = this.queue(payload.readUInt32LE(0));
     q.setAddresses({ desc: u64(payload, 8), used: u64(payload, 16), avail: u64(payload, 24) }, this.memory);
     if (!q.translate(this.memory)) protocolError(`queue ${q.index}: rings outside guest memory`);
+    // Rings set up after their kick: requests made meanwhile are waiting.
+    this.process(q);
   }
 
   private setVringFd(request: number, payload: Buffer, fds: number[]): void {
