@@ -13,7 +13,8 @@
  * mapShared(fd, offset, length) -> ArrayBuffer over mmap(MAP_SHARED,
  *   PROT_READ | PROT_WRITE) of the range; unmapped once the buffer is
  *   released (releaseMapping detaches it) and no view uses it any more.
- *   Lengths over Node's buffer limit (4 GiB on Node 20) throw.
+ *   Lengths over Node's buffer limit (4 GiB on Node 20), and ranges past
+ *   the end of a regular file (memfds are), throw.
  * releaseMapping(arrayBuffer): detaches the buffer, so JavaScript can no
  *   longer reach the memory, and lets the unmapping happen.
  * eventFd(nonBlocking) -> descriptor; memFd(name, size) -> descriptor.
@@ -34,6 +35,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -190,6 +192,17 @@ static napi_value map_shared(napi_env env, napi_callback_info info) {
   if (!get_fd(env, argv, argc, &fd) || !get_integer(env, argv, argc, 1, "offset", 0, MAX_SAFE_INTEGER, &offset) ||
       !get_integer(env, argv, argc, 2, "length", 1, MAX_MAPPING, &length))
     return NULL;
+  /* Pages past the end of a file are not backed: touching them would kill
+     the process with SIGBUS, so a front-end may not map them. */
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    throw_errno(env, errno, "fstat");
+    return NULL;
+  }
+  if (S_ISREG(st.st_mode) && (double)offset + (double)length > (double)st.st_size) {
+    throw_errno(env, EINVAL, "mmap");
+    return NULL;
+  }
   struct mapping *m = malloc(sizeof(*m));
   if (m == NULL) {
     throw_errno(env, ENOMEM, "mmap");

@@ -230,6 +230,15 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
       attack(f);
       expect(await f.fe.disconnected()).toBe(true);
     }
+    // A memory region larger than the memory behind it.
+    const big = await open(sock);
+    const table = Buffer.alloc(8 + P.MEM_REGION_SIZE);
+    table.writeUInt32LE(1, 0);
+    table.writeBigUInt64LE(GUEST_BASE, 8);
+    table.writeBigUInt64LE(BigInt(MEM_SIZE * 2), 16);
+    table.writeBigUInt64LE(0x7f1200000000n, 24);
+    big.fe.send(P.REQ.SET_MEM_TABLE, table, [big.memFd], P.FLAG_VERSION | P.FLAG_NEED_REPLY);
+    expect(await big.fe.disconnected()).toBe(true);
     // A broken message header ends the connection too.
     const f = await open(sock);
     f.fe.send(P.REQ.GET_FEATURES, Buffer.alloc(0), [], 0x2);

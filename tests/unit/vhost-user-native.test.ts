@@ -74,6 +74,9 @@ describe('vhost-user calls of the native addon', () => {
     const mem = memFd('qbd-test', 4096);
     cleanups.push(() => fs.closeSync(mem));
     expect(() => mapShared(mem, 0, 0)).toThrow(RangeError);
+    // Past the end of the file, pages are not backed (a touch is SIGBUS): refused.
+    expect(() => mapShared(mem, 0, 8192)).toThrow(expect.objectContaining({ code: 'EINVAL', syscall: 'mmap' }));
+    expect(() => mapShared(mem, 4096, 4096)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
     const devNull = fs.openSync('/dev/null', 'r');
     cleanups.push(() => fs.closeSync(devNull));
     expect(() => mapShared(devNull, 0, 4096)).toThrow(expect.objectContaining({ syscall: 'mmap' }));
