@@ -75,4 +75,37 @@ describe.skipIf(!vmAvailable() || !vhostUserCallsAvailable)('vhost-user-blk expo
     execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', image, expected]);
     fs.rmSync(dir, { recursive: true, force: true });
   }, 300_000);
+
+  it('shows the guest the same read-only disk as the reference: sizes, cache mode, queues, limits and data', async () => {
+    const kernel = hostKernel()!;
+    const script = [
+      'q=/sys/block/vda/queue',
+      'echo "QBDVM size $(cat /sys/block/vda/size) ro $(cat /sys/block/vda/ro) queues $(ls /sys/block/vda/mq | wc -l)"',
+      'echo "QBDVM blocks $(cat $q/logical_block_size) $(cat $q/physical_block_size) $(cat $q/minimum_io_size) $(cat $q/optimal_io_size)"',
+      'echo "QBDVM cache $(cat $q/write_cache) segments $(cat $q/max_segments) $(cat $q/max_segment_size)"',
+      'echo "QBDVM discard $(cat $q/discard_granularity) $(cat $q/discard_max_hw_bytes) zeroes $(cat $q/write_zeroes_max_bytes)"',
+      'echo "QBDVM data $(dd if=/dev/vda bs=64k count=32 iflag=direct 2>/dev/null | md5sum)"',
+      'dd if=/dev/zero of=/dev/vda bs=4k count=1 oflag=direct 2>/dev/null || echo "QBDVM write refused"',
+    ].join('\n');
+    const look = async (flavour: 'qbd' | 'qsd'): Promise<string[]> => {
+      const dir = tempDir(`qbd-vublk-vm-${flavour}-`);
+      const image = path.join(dir, 'disk.raw');
+      fs.writeFileSync(image, Buffer.alloc(0));
+      fs.truncateSync(image, SIZE);
+      execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 2M', image], { stdio: 'ignore' });
+      const initramfs = path.join(dir, 'initramfs.cpio');
+      writeInitramfs(initramfs, kernel.modules, script);
+      const sock = path.join(dir, 'vu.sock');
+      const daemon = await startDaemon(flavour, ['--blockdev', `file,filename=${image},node-name=f,read-only=on`, '--blockdev', 'raw,file=f,node-name=n,read-only=on', '--export', `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},num-queues=2,logical-block-size=4096`], { dir });
+      running.push(daemon);
+      const console = await bootWithVhostUserBlk(kernel.image, initramfs, sock, { numQueues: 2 });
+      await daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+      return console.split(/\r?\n/).filter((l) => l.startsWith('QBDVM'));
+    };
+    const ours = await look('qbd');
+    expect(ours).toContain(`QBDVM data ${md5(Buffer.alloc(2 * MiB, 0x3c))}  -`);
+    expect(ours).toContain('QBDVM write refused');
+    expect(ours).toEqual(await look('qsd'));
+  }, 300_000);
 });
