@@ -230,6 +230,18 @@ describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk export, 
       attack(f);
       expect(await f.fe.disconnected()).toBe(true);
     }
+    // A queue resized under a running ring, then a jump of its available index: served or cut off, never a crash.
+    const resized = await open(sock);
+    resized.fe.send(P.REQ.SET_VRING_NUM, vringState(0, 32768));
+    const q0 = resized.queues[0];
+    resized.writeDesc(q0, 0, GUEST_BASE + 0x1000n, 1, P.DESC_F_WRITE, 0);
+    resized.at(q0.avail, 4).writeUInt16LE(100, 2);
+    const kick = Buffer.alloc(8);
+    kick.writeBigUInt64LE(1n);
+    writeFd(q0.kick, kick);
+    await resized.fe.call(P.REQ.GET_QUEUE_NUM).catch(() => undefined);
+    resized.close();
+    frontends.splice(frontends.indexOf(resized), 1);
     // A memory region larger than the memory behind it.
     const big = await open(sock);
     const table = Buffer.alloc(8 + P.MEM_REGION_SIZE);

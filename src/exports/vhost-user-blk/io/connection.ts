@@ -236,6 +236,8 @@ export class VhostUserConnection {
         const { q, num } = this.vringState(payload);
         if (num === 0 || num > P.MAX_QUEUE_SIZE || (num & (num - 1)) !== 0) protocolError(`bad queue size ${num}`);
         q.size = num;
+        // The rings' extent depends on the size: found again (or lost, until new addresses come).
+        q.translate(this.memory);
         return ack(true);
       }
       case P.REQ.SET_VRING_ADDR:
@@ -318,7 +320,14 @@ export class VhostUserConnection {
     }
     const fd = noFd ? undefined : fds[0];
     // A blocking notifier would let a front-end that never drains its call eventfd stall this thread on a write.
-    if (fd !== undefined) setNonBlocking(fd);
+    if (fd !== undefined) {
+      try {
+        setNonBlocking(fd);
+      } catch (err) {
+        closeQuietly(fd);
+        throw err;
+      }
+    }
     if (request === P.REQ.SET_VRING_KICK) {
       this.setKick(q, fd);
       q.started = true;
@@ -467,8 +476,8 @@ export class VhostUserConnection {
         if (!eventIdx || !q.armKick()) break;
       }
     } catch (err) {
-      if (!(err instanceof VirtqueueError)) throw err;
-      this.fail(new Error(`queue ${q.index}: ${err.message}`));
+      // Whatever the guest put in its rings, it ends this connection only.
+      this.fail(new Error(`queue ${q.index}: ${err instanceof VirtqueueError ? err.message : String(err)}`));
     }
   }
 
