@@ -483,16 +483,20 @@ export class VhostUserConnection {
 
   private start(q: SplitQueue, chain: Chain): void {
     this.inFlight++;
-    serveBlkRequest(this.device, chain.readable, chain.writable)
+    void serveBlkRequest(this.device, chain.readable, chain.writable)
       .catch(() => undefined)
       .then((len) => {
-        q.push(chain.head, len ?? 0);
-        this.scheduleNotify(q);
-        this.inFlight--;
-        if (this.inFlight === 0) this.memory.idle();
-        for (const w of this.idleWaiters.splice(0)) w();
-      })
-      .catch((err: Error) => log.error({ export: this.opts.exportId, err: err.message }, 'vhost-user request completion failed'));
+        try {
+          q.push(chain.head, len ?? 0);
+          this.scheduleNotify(q);
+        } catch (err) {
+          this.fail(err);
+        } finally {
+          this.inFlight--;
+          if (this.inFlight === 0) this.memory.idle();
+          for (const w of this.idleWaiters.splice(0)) w();
+        }
+      });
   }
 
   /** Interrupts are sent once per turn of the event loop, for every completion of that turn. */
@@ -505,8 +509,12 @@ export class VhostUserConnection {
       const eventIdx = this.has(P.F.RING_EVENT_IDX);
       const one = Buffer.alloc(8);
       one.writeBigUInt64LE(1n);
-      for (const pending of this.notifyPending) {
-        if (pending.callFd !== undefined && pending.shouldNotify(eventIdx)) writeFd(pending.callFd, one);
+      try {
+        for (const pending of this.notifyPending) {
+          if (pending.callFd !== undefined && pending.shouldNotify(eventIdx)) writeFd(pending.callFd, one);
+        }
+      } catch (err) {
+        this.fail(err);
       }
       this.notifyPending.clear();
     });
