@@ -6,7 +6,8 @@
         "native/qbd_native.c",
         "native/napi_util.c",
         "native/fd_watch.c",
-        "native/fuse_mount.c"
+        "native/fuse_mount.c",
+        "native/vhost_user.c"
       ],
       "defines": [
         "NAPI_VERSION=8",

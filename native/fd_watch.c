@@ -31,21 +31,44 @@ struct watch {
   napi_ref callback;
   napi_async_context async;
   bool closed;
+  /* Set while the callback runs: a close from inside it must leave the
+     callback's async context alive until napi_make_callback returns. */
+  bool in_callback;
+  /* The memory goes once libuv has closed the handle and the JavaScript
+     close function (which points here) has been collected: a close() after
+     the handle is gone must still find the watch. */
+  bool uv_closed;
+  bool function_held;
 };
 
 static void watch_freed(uv_handle_t *handle) {
-  free(handle->data);
+  struct watch *w = handle->data;
+  w->uv_closed = true;
+  if (!w->function_held) free(w);
 }
 
-/* Stops the handle and lets go of the callback; the memory goes once libuv
-   has closed the handle. */
+static void close_function_collected(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct watch *w = data;
+  w->function_held = false;
+  if (w->uv_closed) free(w);
+}
+
+/* Lets go of the callback and its async context, and closes the handle. */
+static void watch_release(struct watch *w) {
+  napi_delete_reference(w->env, w->callback);
+  napi_async_destroy(w->env, w->async);
+  uv_close((uv_handle_t *)&w->poll, watch_freed);
+}
+
+/* Stops the handle; from inside the callback, the release waits for it to
+   return (watch_event does it). */
 static void watch_close(struct watch *w) {
   if (w->closed) return;
   w->closed = true;
   uv_poll_stop(&w->poll);
-  napi_delete_reference(w->env, w->callback);
-  napi_async_destroy(w->env, w->async);
-  uv_close((uv_handle_t *)&w->poll, watch_freed);
+  if (!w->in_callback) watch_release(w);
 }
 
 static void watch_cleanup_hook(void *arg) {
@@ -68,13 +91,16 @@ static void watch_event(uv_poll_t *poll, int status, int events) {
     /* napi_make_callback runs the microtasks the callback queued, as a
        libuv callback of Node's own would. An exception it leaves would stay
        pending with nobody to see it: it goes to uncaughtException. */
+    w->in_callback = true;
     napi_make_callback(env, w->async, resource, callback, 2, argv, &result);
+    w->in_callback = false;
     bool pending = false;
     napi_value error;
     if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
         napi_get_and_clear_last_exception(env, &error) == napi_ok)
       napi_fatal_exception(env, error);
   }
+  if (w->closed) watch_release(w);
   napi_close_handle_scope(env, scope);
 }
 
@@ -149,6 +175,14 @@ static napi_value watch_fd(napi_env env, napi_callback_info info) {
   napi_value handle, close_fn;
   NAPI_CALL(env, napi_create_object(env, &handle));
   NAPI_CALL(env, napi_create_function(env, "close", NAPI_AUTO_LENGTH, watch_stop, w, &close_fn));
+  w->function_held = true;
+  if (napi_add_finalizer(env, close_fn, w, close_function_collected, NULL, NULL) != napi_ok) {
+    w->function_held = false;
+    napi_remove_env_cleanup_hook(env, watch_cleanup_hook, w);
+    watch_close(w);
+    throw_napi_failure(env, "napi_add_finalizer");
+    return NULL;
+  }
   NAPI_CALL(env, napi_set_named_property(env, handle, "close", close_fn));
   return handle;
 }

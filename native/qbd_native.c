@@ -31,6 +31,7 @@
 #include "fd_watch.h"
 #include "fuse_mount.h"
 #include "napi_util.h"
+#include "vhost_user.h"
 
 #define MAX_ALIGNMENT_REPORTED 4096
 #define MAX_BUFFER_ALIGNMENT (1u << 30)
@@ -594,5 +595,6 @@ NAPI_MODULE_INIT() {
                      functions));
   NAPI_CALL(env, register_fd_watch(env, exports));
   NAPI_CALL(env, register_fuse_mount(env, exports));
+  NAPI_CALL(env, register_vhost_user(env, exports));
   return exports;
 }

@@ -20,11 +20,13 @@ import type { BlockExportOptions, BlockExportType, ExportDriver, ExportHandle, E
 import { fuseExportDriver } from './fuse/fuse-export';
 import { nbdExportDriver, nbdServerAddOptions } from './nbd/nbd-export';
 import { nbdServerRunning, nbdServerStopListening } from './nbd/server-gs';
+import { vhostUserBlkExportDriver } from './vhost-user-blk/vhost-user-blk-export';
 
 export type { BlockExportOptions } from './export-driver';
 
 const drivers = new Map<BlockExportType, ExportDriver>([
   [nbdExportDriver.type, nbdExportDriver],
+  [vhostUserBlkExportDriver.type, vhostUserBlkExportDriver],
   [fuseExportDriver.type, fuseExportDriver],
 ]);
 

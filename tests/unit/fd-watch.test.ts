@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FD_READABLE, fdWatchAvailable, readFd, watchFd, writeFd } from '../../src/native/fd-watch';
 import { nativeAvailable } from '../../src/native/native';
+import { eventFd, vhostUserCallsAvailable } from '../../src/native/vhost-user';
 
 const EAGAIN = 11;
 
@@ -80,6 +81,32 @@ describe('watching descriptors from an event loop', () => {
     });
     expect(messages).toEqual(['watching', 'ping']);
     expect(await worker.terminate()).toBe(1);
+  });
+
+  it.runIf(fdWatchAvailable && vhostUserCallsAvailable)('a close() long after the watch was released, or from inside its callback, touches no other watch', async () => {
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    // Eventfds are always writable: a watch for writability fires at once. One watch per descriptor, as libuv wants.
+    const fds = (n: number): number[] => Array.from({ length: n }, () => eventFd());
+    for (let round = 0; round < 5; round++) {
+      const oldFds = fds(20);
+      const liveFds = fds(40);
+      cleanups.push(() => [...oldFds, ...liveFds].forEach((fd) => fs.closeSync(fd)));
+      // Closed from inside their own callbacks, then released by the loop.
+      const olds = oldFds.map((fd) => {
+        const w = watchFd(fd, true, () => w.close());
+        return w;
+      });
+      await turn();
+      await turn();
+      // New watches may well take the released ones' memory: the old handles' close() must not reach them.
+      let calls = 0;
+      const lives = liveFds.map((fd) => watchFd(fd, true, () => calls++));
+      for (const w of olds) w.close();
+      await turn();
+      await turn();
+      for (const w of lives) w.close();
+      expect(calls).toBeGreaterThanOrEqual(lives.length);
+    }
   });
 
   it.runIf(fdWatchAvailable)('refuses bad arguments with Node-style errors', () => {

@@ -5,6 +5,7 @@
  */
 import type { Channel } from '../../common/channel';
 import { installNbdService } from '../../exports/nbd/server-io';
+import { installVhostUserBlkService } from '../../exports/vhost-user-blk/io/service';
 import { installFuseService } from '../../exports/fuse/service-io';
 import type { IoGraph } from './io-graph';
 import { installJobService } from '../../jobs/io/job-service';
@@ -18,4 +19,10 @@ export interface IoContextRuntime {
 
 export type ContextService = (runtime: IoContextRuntime) => void;
 
-export const contextServices: ContextService[] = [installNbdService, installJobService, installNbdClientService, installFuseService];
+export const contextServices: ContextService[] = [
+  installNbdService,
+  installJobService,
+  installNbdClientService,
+  installVhostUserBlkService,
+  installFuseService,
+];
