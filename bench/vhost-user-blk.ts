@@ -20,8 +20,8 @@ import { hasReference, onPath, start, type Started } from './daemons';
 import { median, printFigures, type Figure } from './report';
 import { makeDataImage, runMain, warmPageCache } from './tools';
 import * as P from '../src/exports/vhost-user-blk/protocol';
-import { BlockFrontend } from '../tests/helpers/vhost-user-frontend';
-import { bootWithVhostUserBlk, busyboxPath, hostKernel, writeInitramfs } from '../tests/helpers/vm';
+import { BlockFrontend } from './vhost-user-frontend';
+import { bootWithVhostUserBlk, busyboxPath, hostKernel, writeInitramfs } from './vm';
 
 type Which = 'qbd' | 'qsd';
 

@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as P from '../../src/exports/vhost-user-blk/protocol';
 import { startDaemon, tempDir, waitFor, type Flavour, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
-import { BlockFrontend, GUEST_BASE, MEM_SIZE, u64, vringState } from '../helpers/vhost-user-frontend';
+import { BlockFrontend, GUEST_BASE, MEM_SIZE, u64, vringState } from '../../bench/vhost-user-frontend';
 import { closeFd, eventFd, mapShared, releaseMapping, vhostUserCallsAvailable } from '../../src/native/vhost-user';
 import { writeFd } from '../../src/native/fd-watch';
 

@@ -11,7 +11,7 @@ import { normalise, structuralDiff } from '../helpers/compare';
 import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
 import { vhostUserCallsAvailable } from '../../src/native/vhost-user';
-import { BlockFrontend } from '../helpers/vhost-user-frontend';
+import { BlockFrontend } from '../../bench/vhost-user-frontend';
 
 const haveTools = toolAvailable('qemu-storage-daemon');
 

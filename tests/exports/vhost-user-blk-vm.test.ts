@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
 import { toolAvailable } from '../helpers/tools';
-import { bootWithVhostUserBlk, busyboxPath, hostKernel, QEMU_SYSTEM, writeInitramfs } from '../helpers/vm';
+import { bootWithVhostUserBlk, busyboxPath, hostKernel, QEMU_SYSTEM, writeInitramfs } from '../../bench/vm';
 import { vhostUserCallsAvailable } from '../../src/native/vhost-user';
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 /**
- * A tiny Linux guest for tests of vhost-user exports: the host's kernel
- * (/boot), an initramfs written here (busybox, the virtio modules the
+ * A tiny Linux guest for the tests and benchmark of vhost-user exports:
+ * the host's kernel (/boot), an initramfs written here (busybox, the virtio modules the
  * kernel needs, a script and its files) and qemu-system-x86_64 under TCG.
  * The script's output comes back on the serial console.
  */

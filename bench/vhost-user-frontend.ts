@@ -1,14 +1,14 @@
 /**
- * A small vhost-user front-end for tests: connects to a back-end's socket,
- * sends messages (with descriptors), shares a memfd as guest memory, and
+ * A small vhost-user front-end for the tests and benchmark: connects to a
+ * back-end's socket, sends messages (with descriptors), shares a memfd as guest memory, and
  * drives split virtqueues with virtio-blk requests, as a VM's virtio-blk
  * driver would, without booting one.
  */
 import * as net from 'node:net';
-import { dupFd } from '../../src/native/native';
-import { readFd, watchFd, writeFd } from '../../src/native/fd-watch';
-import { closeFd, eventFd, mapShared, memFd, recvWithFds, releaseMapping, sendWithFds } from '../../src/native/vhost-user';
-import * as P from '../../src/exports/vhost-user-blk/protocol';
+import { dupFd } from '../src/native/native';
+import { readFd, watchFd, writeFd } from '../src/native/fd-watch';
+import { closeFd, eventFd, mapShared, memFd, recvWithFds, releaseMapping, sendWithFds } from '../src/native/vhost-user';
+import * as P from '../src/exports/vhost-user-blk/protocol';
 
 const EAGAIN = 11;
 
