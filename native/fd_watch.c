@@ -187,31 +187,6 @@ static napi_value watch_fd(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-/* Reads (buf, offset, length) arguments 1 to 3 into a pointer and a length. */
-static bool get_buffer_range(napi_env env, napi_value *argv, size_t argc, uint8_t **data, size_t *length) {
-  bool is_typed = false;
-  if (argc > 1) NAPI_CHECK(env, napi_is_typedarray(env, argv[1], &is_typed));
-  if (!is_typed) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buf must be a Uint8Array");
-    return false;
-  }
-  napi_typedarray_type type;
-  size_t elements;
-  void *base;
-  NAPI_CHECK(env, napi_get_typedarray_info(env, argv[1], &type, &elements, &base, NULL, NULL));
-  if (type != napi_uint8_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buf must be a Uint8Array");
-    return false;
-  }
-  int64_t offset, count;
-  if (!get_integer(env, argv, argc, 2, "offset", 0, (double)elements, &offset) ||
-      !get_integer(env, argv, argc, 3, "length", 0, (double)elements - (double)offset, &count))
-    return false;
-  *data = (uint8_t *)base + offset;
-  *length = (size_t)count;
-  return true;
-}
-
 static napi_value transfer(napi_env env, napi_callback_info info, bool write_side) {
   size_t argc = 4;
   napi_value argv[4];
@@ -219,14 +194,12 @@ static napi_value transfer(napi_env env, napi_callback_info info, bool write_sid
   int fd;
   uint8_t *data;
   size_t length;
-  if (!get_fd(env, argv, argc, &fd) || !get_buffer_range(env, argv, argc, &data, &length)) return NULL;
+  if (!get_fd(env, argv, argc, &fd) || !get_byte_range(env, argv, argc, 1, &data, &length)) return NULL;
   ssize_t n;
   do {
     n = write_side ? write(fd, data, length) : read(fd, data, length);
   } while (n < 0 && errno == EINTR);
-  napi_value result;
-  NAPI_CALL(env, napi_create_int64(env, n < 0 ? -(int64_t)errno : (int64_t)n, &result));
-  return result;
+  return int64_result(env, n < 0 ? -(int64_t)errno : (int64_t)n);
 }
 
 static napi_value read_fd(napi_env env, napi_callback_info info) {

@@ -6,43 +6,11 @@
  * errors have.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 
 #include "fuse_mount.h"
 #include "napi_util.h"
-
-/* Paths and option strings are short; longer ones are refused, not cut. */
-#define MAX_STRING 4096
-
-/* Reads argument `index` as a string into a fresh buffer the caller frees. */
-static char *get_string(napi_env env, napi_value *argv, size_t argc, size_t index, const char *name) {
-  napi_valuetype type = napi_undefined;
-  if (index < argc && napi_typeof(env, argv[index], &type) != napi_ok) return NULL;
-  if (type != napi_string) {
-    char message[64];
-    snprintf(message, sizeof(message), "%s must be a string", name);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
-    return NULL;
-  }
-  size_t length = 0;
-  if (napi_get_value_string_utf8(env, argv[index], NULL, 0, &length) != napi_ok) return NULL;
-  if (length >= MAX_STRING) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "string argument too long");
-    return NULL;
-  }
-  char *out = malloc(length + 1);
-  if (out == NULL) {
-    throw_errno(env, ENOMEM, "malloc");
-    return NULL;
-  }
-  if (napi_get_value_string_utf8(env, argv[index], out, length + 1, &length) != napi_ok) {
-    free(out);
-    return NULL;
-  }
-  return out;
-}
 
 static napi_value do_mount(napi_env env, napi_callback_info info) {
   size_t argc = 5;

@@ -2,9 +2,13 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "napi_util.h"
+
+/* Paths and option strings are short; longer ones are refused, not cut. */
+#define MAX_STRING 4096
 
 void throw_napi_failure(napi_env env, const char *call) {
   bool pending = false;
@@ -147,3 +151,82 @@ bool get_fd(napi_env env, napi_value *argv, size_t argc, int *fd) {
   return true;
 }
 
+bool get_fd_argument(napi_env env, napi_callback_info info, int *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  return get_fd(env, argv, argc, fd);
+}
+
+
+bool get_byte_range(napi_env env, napi_value *argv, size_t argc, size_t index,
+                    uint8_t **data, size_t *length) {
+  bool is_typed = false;
+  if (argc > index)
+    NAPI_CHECK(env, napi_is_typedarray(env, argv[index], &is_typed));
+  napi_typedarray_type type = napi_int8_array;
+  size_t elements = 0;
+  void *base = NULL;
+  if (is_typed)
+    NAPI_CHECK(env, napi_get_typedarray_info(env, argv[index], &type,
+                                             &elements, &base, NULL, NULL));
+  if (!is_typed || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "buf must be a Uint8Array");
+    return false;
+  }
+  int64_t offset, count;
+  if (!get_integer(env, argv, argc, index + 1, "offset", 0, (double)elements,
+                   &offset) ||
+      !get_integer(env, argv, argc, index + 2, "length", 0,
+                   (double)elements - (double)offset, &count))
+    return false;
+  *data = (uint8_t *)base + offset;
+  *length = (size_t)count;
+  return true;
+}
+
+char *get_string(napi_env env, napi_value *argv, size_t argc, size_t index,
+                 const char *name) {
+  napi_valuetype type = napi_undefined;
+  if (index < argc && napi_typeof(env, argv[index], &type) != napi_ok)
+    return NULL;
+  if (type != napi_string) {
+    char message[64];
+    snprintf(message, sizeof(message), "%s must be a string", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    return NULL;
+  }
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, argv[index], NULL, 0, &length) !=
+      napi_ok)
+    return NULL;
+  if (length >= MAX_STRING) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "string argument too long");
+    return NULL;
+  }
+  char *out = malloc(length + 1);
+  if (out == NULL) {
+    throw_errno(env, ENOMEM, "malloc");
+    return NULL;
+  }
+  if (napi_get_value_string_utf8(env, argv[index], out, length + 1,
+                                 &length) != napi_ok) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+napi_value int32_result(napi_env env, int32_t value) {
+  napi_value result;
+  NAPI_CALL(env, napi_create_int32(env, value, &result));
+  return result;
+}
+
+napi_value int64_result(napi_env env, int64_t value) {
+  napi_value result;
+  NAPI_CALL(env, napi_create_int64(env, value, &result));
+  return result;
+}

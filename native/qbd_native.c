@@ -85,10 +85,7 @@ static napi_value seek(napi_env env, napi_callback_info info, int whence) {
     throw_errno(env, errno, "lseek");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int64(env, found < 0 ? -1 : (int64_t)found,
-                                   &result));
-  return result;
+  return int64_result(env, found < 0 ? -1 : (int64_t)found);
 }
 
 static napi_value seek_data(napi_env env, napi_callback_info info) {
@@ -345,9 +342,7 @@ static napi_value rw_nowait(napi_env env, napi_callback_info info, bool write) {
     done = NOWAIT_UNSUPPORTED;
 #endif
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int64(env, (int64_t)done, &result));
-  return result;
+  return int64_result(env, (int64_t)done);
 }
 
 static napi_value read_nowait(napi_env env, napi_callback_info info) {
@@ -361,11 +356,8 @@ static napi_value write_nowait(napi_env env, napi_callback_info info) {
 /* ---- block device queries ------------------------------------------------ */
 
 static napi_value block_device_size(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
-  if (!get_fd(env, argv, argc, &fd))
+  if (!get_fd_argument(env, info, &fd))
     return NULL;
   uint64_t size;
   if (ioctl(fd, BLKGETSIZE64, &size) < 0) {
@@ -376,26 +368,19 @@ static napi_value block_device_size(napi_env env, napi_callback_info info) {
     throw_errno(env, EOVERFLOW, "ioctl(BLKGETSIZE64)");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int64(env, (int64_t)size, &result));
-  return result;
+  return int64_result(env, (int64_t)size);
 }
 
 static napi_value logical_block_size(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
-  if (!get_fd(env, argv, argc, &fd))
+  if (!get_fd_argument(env, info, &fd))
     return NULL;
   int size;
   if (ioctl(fd, BLKSSZGET, &size) < 0) {
     throw_errno(env, errno, "ioctl(BLKSSZGET)");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int32(env, size, &result));
-  return result;
+  return int32_result(env, size);
 }
 
 /* ---- open file description locks ---------------------------------------- */
@@ -544,19 +529,15 @@ static napi_value buffer_address_alignment(napi_env env,
 /* A second descriptor for the same open socket or file, close-on-exec: lets
    one thread hand a connection to another, each closing its own copy. */
 static napi_value dup_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
-  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  if (!get_fd_argument(env, info, &fd))
+    return NULL;
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) {
     throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int32(env, copy, &result));
-  return result;
+  return int32_result(env, copy);
 }
 
 /* ---- module -------------------------------------------------------------- */

@@ -52,27 +52,6 @@ struct mapping {
   size_t length;
 };
 
-/* Reads (buf, offset, length) from arguments index..index+2. */
-static bool get_bytes(napi_env env, napi_value *argv, size_t argc, size_t index, uint8_t **data, size_t *length) {
-  bool is_typed = false;
-  if (argc > index) NAPI_CHECK(env, napi_is_typedarray(env, argv[index], &is_typed));
-  napi_typedarray_type type = napi_int8_array;
-  size_t elements = 0;
-  void *base = NULL;
-  if (is_typed) NAPI_CHECK(env, napi_get_typedarray_info(env, argv[index], &type, &elements, &base, NULL, NULL));
-  if (!is_typed || type != napi_uint8_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buf must be a Uint8Array");
-    return false;
-  }
-  int64_t offset, count;
-  if (!get_integer(env, argv, argc, index + 1, "offset", 0, (double)elements, &offset) ||
-      !get_integer(env, argv, argc, index + 2, "length", 0, (double)elements - (double)offset, &count))
-    return false;
-  *data = (uint8_t *)base + offset;
-  *length = (size_t)count;
-  return true;
-}
-
 static napi_value recv_with_fds(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -80,7 +59,7 @@ static napi_value recv_with_fds(napi_env env, napi_callback_info info) {
   int fd;
   uint8_t *data;
   size_t length;
-  if (!get_fd(env, argv, argc, &fd) || !get_bytes(env, argv, argc, 1, &data, &length)) return NULL;
+  if (!get_fd(env, argv, argc, &fd) || !get_byte_range(env, argv, argc, 1, &data, &length)) return NULL;
 
   union {
     char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -129,7 +108,7 @@ static napi_value send_with_fds(napi_env env, napi_callback_info info) {
   int fd;
   uint8_t *data;
   size_t length;
-  if (!get_fd(env, argv, argc, &fd) || !get_bytes(env, argv, argc, 1, &data, &length)) return NULL;
+  if (!get_fd(env, argv, argc, &fd) || !get_byte_range(env, argv, argc, 1, &data, &length)) return NULL;
   bool is_array = false;
   if (argc > 4) NAPI_CALL(env, napi_is_array(env, argv[4], &is_array));
   uint32_t count = 0;
@@ -170,9 +149,7 @@ static napi_value send_with_fds(napi_env env, napi_callback_info info) {
   do {
     n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  napi_value result;
-  NAPI_CALL(env, napi_create_int64(env, n < 0 ? -(int64_t)errno : (int64_t)n, &result));
-  return result;
+  return int64_result(env, n < 0 ? -(int64_t)errno : (int64_t)n);
 }
 
 static void unmap(napi_env env, void *data, void *hint) {
@@ -250,24 +227,22 @@ static napi_value event_fd(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "eventfd");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int32(env, fd, &result));
-  return result;
+  return int32_result(env, fd);
 }
 
 static napi_value mem_fd(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char name[64] = "";
-  size_t name_length;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof(name), &name_length) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "name must be a string");
+  char *name = get_string(env, argv, argc, 0, "name");
+  if (name == NULL) return NULL;
+  int64_t size;
+  if (!get_integer(env, argv, argc, 1, "size", 0, MAX_MAPPING, &size)) {
+    free(name);
     return NULL;
   }
-  int64_t size;
-  if (!get_integer(env, argv, argc, 1, "size", 0, MAX_MAPPING, &size)) return NULL;
   int fd = memfd_create(name, MFD_CLOEXEC);
+  free(name);
   if (fd < 0) {
     throw_errno(env, errno, "memfd_create");
     return NULL;
@@ -278,17 +253,12 @@ static napi_value mem_fd(napi_env env, napi_callback_info info) {
     throw_errno(env, err, "ftruncate");
     return NULL;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_int32(env, fd, &result));
-  return result;
+  return int32_result(env, fd);
 }
 
 static napi_value close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
-  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  if (!get_fd_argument(env, info, &fd)) return NULL;
   if (close(fd) < 0 && errno != EINTR) {
     throw_errno(env, errno, "close");
     return NULL;
@@ -297,11 +267,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 }
 
 static napi_value set_non_blocking(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int fd;
-  if (!get_fd(env, argv, argc, &fd)) return NULL;
+  if (!get_fd_argument(env, info, &fd)) return NULL;
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
     throw_errno(env, errno, "fcntl(F_SETFL)");

@@ -56,6 +56,7 @@ export class QomContainer implements QomNode {
   }
 
   child(name: string): QomNode | undefined {
+    assertMainLoop();
     return this.children.get(name);
   }
 
@@ -65,6 +66,7 @@ export class QomContainer implements QomNode {
 
   /** Child names as the reference lists them: its hash table's order, reversed. */
   names(): string[] {
+    assertMainLoop();
     return this.order.order().reverse();
   }
 }
@@ -76,15 +78,18 @@ root.add('objects', objects);
 root.add('chardevs', chardevs);
 
 export function qomRoot(): QomContainer {
+  assertMainLoop();
   return root;
 }
 
 /** `/objects`: where --object and object-add put what they create. */
 export function objectsContainer(): QomContainer {
+  assertMainLoop();
   return objects;
 }
 
 /** `/chardevs`: every character device. */
 export function chardevsContainer(): QomContainer {
+  assertMainLoop();
   return chardevs;
 }

@@ -7,9 +7,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { normalise, structuralDiff } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { structuralDiff } from '../helpers/compare';
+import { startDaemon, tempDir, type Flavour } from '../helpers/daemons';
 import { fuseMountable } from '../helpers/fuse';
+import { qmpSession, type QmpSessionResult } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 
 const MiB = 1024 * 1024;
@@ -19,28 +20,24 @@ interface Step {
   exact?: boolean;
 }
 
-async function session(flavour: 'qbd' | 'qsd', steps: Step[]): Promise<{ replies: unknown[]; events: unknown[]; mountedAfter: boolean }> {
-  const dir = tempDir(`qbd-fuse-compat-${flavour}-`);
-  for (const f of ['disk.raw', 'ro.raw']) fs.writeFileSync(path.join(dir, f), Buffer.alloc(1 << 20));
-  for (const f of ['mnt', 'mnt2', 'mnt3']) fs.writeFileSync(path.join(dir, f), '');
-  fs.mkdirSync(path.join(dir, 'adir'));
-  let daemon: RunningDaemon | undefined;
-  try {
-    daemon = await startDaemon(flavour, [], { dir });
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of steps) {
-      c.sendRaw(step.send.split('$DIR').join(dir));
-      replies.push(normalise(await c.next(), dir));
-    }
-    const events = c.events.map((e: { event: string; data?: unknown }) => normalise({ event: e.event, data: e.data }, dir));
-    c.close();
-    const mountedAfter = fs.readFileSync('/proc/self/mounts', 'utf8').includes(dir);
-    return { replies, events, mountedAfter };
-  } finally {
-    await daemon?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+async function session(flavour: Flavour, steps: Step[]): Promise<QmpSessionResult & { mountedAfter: boolean }> {
+  let mountedAfter = false;
+  const result = await qmpSession(
+    flavour,
+    steps.map((s) => s.send),
+    {
+      prefix: 'qbd-fuse-compat-',
+      prepare: (dir) => {
+        for (const f of ['disk.raw', 'ro.raw']) fs.writeFileSync(path.join(dir, f), Buffer.alloc(1 << 20));
+        for (const f of ['mnt', 'mnt2', 'mnt3']) fs.writeFileSync(path.join(dir, f), '');
+        fs.mkdirSync(path.join(dir, 'adir'));
+      },
+      beforeStop: (dir) => {
+        mountedAfter = fs.readFileSync('/proc/self/mounts', 'utf8').includes(dir);
+      },
+    },
+  );
+  return { ...result, mountedAfter };
 }
 
 const add = (args: string): Step => ({ send: `{"execute":"block-export-add","arguments":{"type":"fuse",${args}}}` });

@@ -7,8 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { normalise, structuralDiff } from '../helpers/compare';
+import { structuralDiff } from '../helpers/compare';
 import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
+import { qmpSession, type QmpSessionResult } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 import { vhostUserCallsAvailable } from '../../src/native/vhost-user';
 import { BlockFrontend } from '../../bench/vhost-user-frontend';
@@ -52,23 +53,8 @@ afterEach(async () => {
   for (const d of running.splice(0)) await d.stop();
 });
 
-async function session(flavour: Flavour): Promise<{ replies: unknown[]; events: unknown[] }> {
-  const dir = tempDir(`qbd-vublk-qmp-${flavour}-`);
-  try {
-    const daemon = await startDaemon(flavour, [], { dir });
-    running.push(daemon);
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of STEPS) {
-      c.sendRaw(step.split('$DIR').join(dir));
-      replies.push(normalise(await c.next(), dir));
-    }
-    const events = c.events.map((e: { event: string; data?: unknown }) => normalise({ event: e.event, data: e.data }, dir));
-    c.close();
-    return { replies, events };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+function session(flavour: Flavour): Promise<QmpSessionResult> {
+  return qmpSession(flavour, STEPS, { prefix: 'qbd-vublk-qmp-' });
 }
 
 describe.skipIf(!haveTools || !vhostUserCallsAvailable)('vhost-user-blk exports through QMP', () => {

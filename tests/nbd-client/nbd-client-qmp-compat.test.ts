@@ -9,29 +9,19 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise } from '../helpers/compare';
-import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
+import { tempDir, type Flavour } from '../helpers/daemons';
+import { qmpSession } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 import { freePort, sparseFile, startQemuNbd, type NbdServer } from './support/servers';
 
 async function session(flavour: Flavour, steps: string[], vars: Record<string, string>): Promise<unknown[]> {
-  const dir = tempDir(`qbd-nbdc-compat-${flavour}-`);
-  let daemon: RunningDaemon | undefined;
-  try {
-    daemon = await startDaemon(flavour, [], { dir });
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of steps) {
-      let text = step;
-      for (const [k, v] of Object.entries(vars)) text = text.split(k).join(v);
-      c.sendRaw(text);
-      replies.push(normalise(await c.next(30_000), vars.$SRV!));
-    }
-    c.close();
-    return replies;
-  } finally {
-    await daemon?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const { replies } = await qmpSession(flavour, steps, {
+    prefix: 'qbd-nbdc-compat-',
+    vars,
+    comparable: (reply) => normalise(reply, vars.$SRV!),
+    replyTimeoutMs: 30_000,
+  });
+  return replies;
 }
 
 const add = (args: string): string => `{"execute":"blockdev-add","arguments":{"driver":"nbd",${args}}}`;

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise } from '../helpers/compare';
 import { startDaemon, tempDir, type Flavour, type RunningDaemon } from '../helpers/daemons';
+import { qmpSession } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 import { run, startNbdDaemon, type NbdDaemon } from '../nbd/support/nbd-daemon';
 import { makePki, type TestPki } from '../../bench/pki';
@@ -147,24 +148,14 @@ function sameTlsChannelFailure(reply: unknown): unknown {
 
 /** The same blockdev-add steps in one QMP session of `flavour`; replies with paths made neutral. */
 async function session(flavour: Flavour, steps: string[], vars: Record<string, string>): Promise<unknown[]> {
-  const dir = tempDir(`qbd-nbdc-tls-${flavour}-`);
-  let daemon: RunningDaemon | undefined;
-  try {
-    daemon = await startDaemon(flavour, clientObjects(), { dir });
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of steps) {
-      let text = step;
-      for (const [k, v] of Object.entries(vars)) text = text.split(k).join(v);
-      c.sendRaw(text);
-      replies.push(sameTlsChannelFailure(normalise(await c.next(30_000), root)));
-    }
-    c.close();
-    return replies;
-  } finally {
-    await daemon?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const { replies } = await qmpSession(flavour, steps, {
+    prefix: 'qbd-nbdc-tls-',
+    args: clientObjects(),
+    vars,
+    comparable: (reply) => sameTlsChannelFailure(normalise(reply, root)),
+    replyTimeoutMs: 30_000,
+  });
+  return replies;
 }
 
 const add = (args: string): string => `{"execute":"blockdev-add","arguments":{"driver":"nbd","read-only":true,"export":"disk",${args}}}`;

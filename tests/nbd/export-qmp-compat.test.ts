@@ -6,8 +6,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { normalise, structuralDiff } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { structuralDiff } from '../helpers/compare';
+import type { Flavour } from '../helpers/daemons';
+import { qmpSession, type QmpSessionResult } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 
 interface Step {
@@ -15,26 +16,18 @@ interface Step {
   exact?: boolean;
 }
 
-async function session(flavour: 'qbd' | 'qsd', steps: Step[]): Promise<{ replies: unknown[]; events: unknown[] }> {
-  const dir = tempDir(`qbd-export-compat-${flavour}-`);
-  fs.writeFileSync(path.join(dir, 'disk.raw'), Buffer.alloc(0));
-  fs.truncateSync(path.join(dir, 'disk.raw'), 1 << 20);
-  let daemon: RunningDaemon | undefined;
-  try {
-    daemon = await startDaemon(flavour, [], { dir });
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of steps) {
-      c.sendRaw(step.send.split('$DIR').join(dir));
-      replies.push(normalise(await c.next(), dir));
-    }
-    const events = c.events.map((e: { event: string; data?: unknown }) => normalise({ event: e.event, data: e.data }, dir));
-    c.close();
-    return { replies, events };
-  } finally {
-    await daemon?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+function session(flavour: Flavour, steps: Step[]): Promise<QmpSessionResult> {
+  return qmpSession(
+    flavour,
+    steps.map((s) => s.send),
+    {
+      prefix: 'qbd-export-compat-',
+      prepare: (dir) => {
+        fs.writeFileSync(path.join(dir, 'disk.raw'), Buffer.alloc(0));
+        fs.truncateSync(path.join(dir, 'disk.raw'), 1 << 20);
+      },
+    },
+  );
 }
 
 const SERVER: Step[] = [

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalise, structuralDiff } from '../helpers/compare';
-import { startDaemon, tempDir, type RunningDaemon } from '../helpers/daemons';
+import { tempDir, type Flavour } from '../helpers/daemons';
+import { qmpSession } from '../helpers/qmp-session';
 import { toolAvailable } from '../helpers/tools';
 import { makePki, type TestPki } from '../../bench/pki';
 
@@ -64,23 +65,12 @@ function steps(): string[] {
   ];
 }
 
-async function session(flavour: 'qbd' | 'qsd'): Promise<unknown[]> {
-  const dir = tempDir(`qbd-tls-compat-${flavour}-`);
-  let daemon: RunningDaemon | undefined;
-  try {
-    daemon = await startDaemon(flavour, [], { dir });
-    const c = await daemon.client();
-    const replies: unknown[] = [];
-    for (const step of steps()) {
-      c.sendRaw(step.split('$DIR').join(dir));
-      replies.push(normalise(normalise(await c.next(), dir), root));
-    }
-    c.close();
-    return replies;
-  } finally {
-    await daemon?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+async function session(flavour: Flavour): Promise<unknown[]> {
+  const { replies } = await qmpSession(flavour, steps(), {
+    prefix: 'qbd-tls-compat-',
+    comparable: (reply, dir) => normalise(normalise(reply, dir), root),
+  });
+  return replies;
 }
 
 /** Directories whose certificates QEMU's sanity checks refuse. */

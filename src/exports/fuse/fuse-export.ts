@@ -84,7 +84,7 @@ class FuseExport implements ExportInstance {
     return Promise.resolve(0);
   }
 
-  unmount(): void {
+  private unmount(): void {
     if (this.unmounted) return;
     this.unmounted = true;
     try {

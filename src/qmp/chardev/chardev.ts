@@ -65,6 +65,40 @@ export class OneAtATime {
 }
 
 /**
+ * The one lasting connection of a chardev that makes no others (null,
+ * ringbuf, stdio): handed to the frontend once the chardev is open and a
+ * frontend is attached, whichever comes last, and again on each later
+ * attach.
+ */
+export class SingleConnection {
+  private sink: ((t: Transport) => void) | undefined;
+  private make: (() => Transport) | undefined;
+
+  get isOpen(): boolean {
+    return this.make !== undefined;
+  }
+
+  /** The chardev is open: `make` builds the connection a frontend gets. */
+  open(make: () => Transport): void {
+    this.make = make;
+    this.hand();
+  }
+
+  attach(sink: (t: Transport) => void): void {
+    this.sink = sink;
+    this.hand();
+  }
+
+  close(): void {
+    this.make = undefined;
+  }
+
+  private hand(): void {
+    if (this.make && this.sink) this.sink(this.make());
+  }
+}
+
+/**
  * The one connection of a chardev that only writes what its frontend says
  * (file, null, ringbuf): nothing ever arrives from it and it never closes.
  * Lines end with CRLF, as QEMU's monitor writes them.

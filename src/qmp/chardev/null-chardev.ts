@@ -1,33 +1,26 @@
 /** `null`: a chardev that discards what its frontend writes and never has anything to read. */
-import { outputOnlyTransport, type Chardev } from './chardev';
+import { outputOnlyTransport, SingleConnection, type Chardev } from './chardev';
 import type { Transport } from '../transport';
 
 export class NullChardev implements Chardev {
   readonly kind = 'null';
   readonly qomType = 'chardev-null';
   readonly offersOob = false;
-  private onConnection: ((t: Transport) => void) | undefined;
-  private opened = false;
+  private readonly connection = new SingleConnection();
 
   constructor(readonly id: string) {}
 
   async open(): Promise<void> {
-    this.opened = true;
-    this.offer();
+    this.connection.open(() => outputOnlyTransport(this.id, () => undefined));
   }
 
   attach(onConnection: (t: Transport) => void): void {
-    this.onConnection = onConnection;
-    this.offer();
+    this.connection.attach(onConnection);
   }
 
   async close(): Promise<void> {}
 
   filename(): string {
     return 'null';
-  }
-
-  private offer(): void {
-    if (this.opened && this.onConnection) this.onConnection(outputOnlyTransport(this.id, () => undefined));
   }
 }

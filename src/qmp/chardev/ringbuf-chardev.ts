@@ -6,7 +6,7 @@
  * name. Storage grows as data arrives, so a large ring costs nothing until
  * it is used.
  */
-import { outputOnlyTransport, type Chardev } from './chardev';
+import { outputOnlyTransport, SingleConnection, type Chardev } from './chardev';
 import type { Transport } from '../transport';
 
 export const RINGBUF_DEFAULT_SIZE = 65536;
@@ -23,8 +23,7 @@ export class RingbufChardev implements Chardev {
   /** Bytes ever written and ever read: their difference is what the ring holds. */
   private produced = 0;
   private consumed = 0;
-  private onConnection: ((t: Transport) => void) | undefined;
-  private opened = false;
+  private readonly connection = new SingleConnection();
 
   constructor(
     readonly id: string,
@@ -36,13 +35,11 @@ export class RingbufChardev implements Chardev {
   }
 
   async open(): Promise<void> {
-    this.opened = true;
-    this.offer();
+    this.connection.open(() => outputOnlyTransport(this.id, (bytes) => this.write(bytes)));
   }
 
   attach(onConnection: (t: Transport) => void): void {
-    this.onConnection = onConnection;
-    this.offer();
+    this.connection.attach(onConnection);
   }
 
   async close(): Promise<void> {
@@ -82,10 +79,5 @@ export class RingbufChardev implements Chardev {
     const next = Buffer.alloc(Math.min(this.size, Math.max(needed, this.buf.length * 2, 4096)));
     this.buf.copy(next);
     this.buf = next;
-  }
-
-  private offer(): void {
-    if (!this.opened || !this.onConnection) return;
-    this.onConnection(outputOnlyTransport(this.id, (bytes) => this.write(bytes)));
   }
 }

@@ -3,7 +3,7 @@
  * Only one chardev may use stdio at a time, as in the reference.
  */
 import type { Transport } from '../transport';
-import type { Chardev } from './chardev';
+import { SingleConnection, type Chardev } from './chardev';
 
 let stdioInUse = false;
 
@@ -11,26 +11,23 @@ export class StdioChardev implements Chardev {
   readonly kind = 'stdio';
   readonly qomType = 'chardev-stdio';
   readonly offersOob = true;
-  private onConnection: ((t: Transport) => void) | undefined;
-  private opened = false;
+  private readonly connection = new SingleConnection();
 
   constructor(readonly id: string) {}
 
   async open(): Promise<void> {
     if (stdioInUse) throw new Error('cannot use stdio by multiple character devices');
     stdioInUse = true;
-    this.opened = true;
-    this.offer();
+    this.connection.open(() => stdioTransport());
   }
 
   attach(onConnection: (t: Transport) => void): void {
-    this.onConnection = onConnection;
-    this.offer();
+    this.connection.attach(onConnection);
   }
 
   async close(): Promise<void> {
-    if (!this.opened) return;
-    this.opened = false;
+    if (!this.connection.isOpen) return;
+    this.connection.close();
     stdioInUse = false;
     process.stdin.pause();
   }
@@ -38,20 +35,20 @@ export class StdioChardev implements Chardev {
   filename(): string {
     return 'stdio';
   }
+}
 
-  private offer(): void {
-    if (!this.opened || !this.onConnection) return;
-    const closeCallbacks: Array<() => void> = [];
-    const stdin = process.stdin;
-    stdin.on('end', () => closeCallbacks.forEach((cb) => cb()));
-    this.onConnection({
-      peer: 'stdio',
-      send: (text) => process.stdout.write(text + '\r\n'),
-      pause: () => stdin.pause(),
-      resume: () => stdin.resume(),
-      close: () => stdin.pause(),
-      onData: (cb) => stdin.on('data', cb),
-      onClose: (cb) => closeCallbacks.push(cb),
-    });
-  }
+/** Standard input and output as a frontend's connection; lines end with CRLF. */
+function stdioTransport(): Transport {
+  const closeCallbacks: Array<() => void> = [];
+  const stdin = process.stdin;
+  stdin.on('end', () => closeCallbacks.forEach((cb) => cb()));
+  return {
+    peer: 'stdio',
+    send: (text) => process.stdout.write(text + '\r\n'),
+    pause: () => stdin.pause(),
+    resume: () => stdin.resume(),
+    close: () => stdin.pause(),
+    onData: (cb) => stdin.on('data', cb),
+    onClose: (cb) => closeCallbacks.push(cb),
+  };
 }

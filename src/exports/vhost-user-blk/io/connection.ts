@@ -304,8 +304,7 @@ export class VhostUserConnection {
   private setVringAddr(payload: Buffer): void {
     if (payload.length < 40) protocolError('payload too short');
     const q = this.queue(payload.readUInt32LE(0));
-    q.setAddresses({ desc: u64(payload, 8), used: u64(payload, 16), avail: u64(payload, 24) }, this.memory);
-    if (!q.translate(this.memory)) protocolError(`queue ${q.index}: rings outside guest memory`);
+    if (!q.setAddresses({ desc: u64(payload, 8), used: u64(payload, 16), avail: u64(payload, 24) }, this.memory)) protocolError(`queue ${q.index}: rings outside guest memory`);
     // Rings set up after their kick: requests made meanwhile are waiting.
     this.process(q);
   }

@@ -73,11 +73,13 @@ export class SplitQueue {
     return this.started && this.enabled && this.desc !== undefined;
   }
 
-  setAddresses(addrs: RingAddresses, mem: GuestMemory): void {
+  /** Takes the rings' addresses and finds them in guest memory; false when they are not all there. */
+  setAddresses(addrs: RingAddresses, mem: GuestMemory): boolean {
     this.addrs = addrs;
-    this.translate(mem);
+    if (!this.translate(mem)) return false;
     // The front-end may hand over a ring already in use: continue from its used index.
-    if (this.used) this.usedIdx = this.signalledUsed = this.used.readUInt16LE(2);
+    this.usedIdx = this.signalledUsed = this.used!.readUInt16LE(2);
+    return true;
   }
 
   /** Finds the rings in (new) guest memory; false when they are not all there. */
