@@ -7,6 +7,7 @@
  * breaks the protocol or its rings is disconnected; the export keeps
  * listening.
  */
+import { constants } from 'node:os';
 import { log } from '../../../common/log';
 import { readFd, watchFd, writeFd, type FdWatch } from '../../../native/fd-watch';
 import { recvWithFds, sendWithFds, setNonBlocking } from '../../../native/vhost-user';
@@ -15,7 +16,7 @@ import { serveBlkRequest, type BlkDevice } from './blk-request';
 import { closeFds, closeQuietly, GuestMemory, readRegion, u64 } from './guest-memory';
 import { SplitQueue, VirtqueueError, type Chain } from './virtqueue';
 
-const EAGAIN = 11;
+const { EAGAIN } = constants.errno;
 const READ_CHUNK = 65536;
 /** What may wait unhandled: far more than a front-end sends before it needs an answer. */
 const MAX_PENDING_BYTES = 1024 * 1024;
