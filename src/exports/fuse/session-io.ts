@@ -14,7 +14,7 @@ import { STATUS } from '../../block/common/io-types';
 import type { IoBackend } from '../../block/io/backend';
 import type { IoNode } from '../../block/io/io-node';
 import { readFd, watchFd, writeFd, type FdWatch } from '../../native/fd-watch';
-import { releaseReadBuffer, REPLY_HEADROOM, takeReplyBuffer } from '../nbd/read-buffers';
+import { releaseReadBuffer, REPLY_HEADROOM, takeReplyBuffer } from '../read-buffers';
 import type { FuseExportEntry } from './messages';
 import * as p from './protocol';
 

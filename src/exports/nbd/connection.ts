@@ -26,7 +26,7 @@ import {
   STRUCTURED_REPLY_MAGIC,
   nbdErrorOf,
 } from './protocol';
-import { REPLY_HEADROOM, releaseReadBuffer, takeReadBuffer, takeReplyBuffer } from './read-buffers';
+import { REPLY_HEADROOM, releaseReadBuffer, takeReadBuffer, takeReplyBuffer } from '../read-buffers';
 import { NbdFramingError, RequestParser, type NbdRequest } from './request-parser';
 
 /** The kind a request is accounted as on the exported node (query-blockstats); others are not accounted. */

@@ -7,7 +7,7 @@
  * types and flags.
  */
 import type { IoBackend } from '../../../block/io/backend';
-import { releaseReadBuffer, takeReadBuffer } from '../../nbd/read-buffers';
+import { releaseReadBuffer, takeReadBuffer } from '../../read-buffers';
 import * as P from '../protocol';
 
 export interface BlkDevice {

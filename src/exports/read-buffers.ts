@@ -1,6 +1,7 @@
 /**
  * Buffers for READ replies and for WRITE payloads that arrive in several
- * socket chunks, reused once nothing uses their bytes any more. A fresh
+ * pieces, shared by every export type (NBD, FUSE, vhost-user-blk bounce
+ * buffers), reused once nothing uses their bytes any more. A fresh
  * buffer per request costs an allocation the size of the request (for large
  * ones a mapping the kernel zero-fills page by page on first touch, then
  * unmaps at the next collection); serving from kept buffers avoids both.
