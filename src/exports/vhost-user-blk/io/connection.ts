@@ -43,7 +43,8 @@ interface Message {
 }
 
 export interface ConnectionOptions extends BlkDevice {
-  exportId: string;
+  /** The export's id, for logs. */
+  id: string;
   numQueues: number;
 }
 
@@ -110,7 +111,7 @@ export class VhostUserConnection {
       if (got.bytes === -EAGAIN) break;
       if (got.bytes <= 0) {
         closeFds(got.fds);
-        if (got.bytes < 0) log.warn({ export: this.opts.exportId, errno: -got.bytes }, 'vhost-user connection failed');
+        if (got.bytes < 0) log.warn({ export: this.opts.id, errno: -got.bytes }, 'vhost-user connection failed');
         void this.close();
         return;
       }
@@ -174,7 +175,7 @@ export class VhostUserConnection {
   private fail(err: unknown): void {
     if (this.closed) return;
     const why = err instanceof Error ? err.message : String(err);
-    log.warn({ export: this.opts.exportId, err: why }, 'vhost-user front-end disconnected');
+    log.warn({ export: this.opts.id, err: why }, 'vhost-user front-end disconnected');
     void this.close();
   }
 

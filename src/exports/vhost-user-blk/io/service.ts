@@ -74,7 +74,7 @@ class VhostUserBlkService {
     }
     socket.destroy();
     const { entry, backend } = served;
-    const conn = new VhostUserConnection(copy, { ...entry, exportId: entry.id, backend });
+    const conn = new VhostUserConnection(copy, { ...entry, backend });
     served.connection = conn;
     void conn.whenGone().then(() => {
       if (served.connection === conn) served.connection = undefined;
